@@ -1,0 +1,176 @@
+// pybind11 bindings of the dccnn core: shape checks, GIL release, signal polling and error
+// translation. All argument validation a user sees lives in python/dccnn; the core keeps its
+// own guards (std::invalid_argument -> ValueError) so that no call can crash the interpreter.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "dccnn/kernel_blocks.hpp"
+#include "dccnn/patches.hpp"
+
+#ifdef DCCNN_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+namespace py = pybind11;
+using dccnn::index_t;
+
+namespace {
+
+template <class T>
+using carray = py::array_t<T, py::array::c_style>;
+
+// Runs f without the GIL; Ctrl-C (PyErr_CheckSignals) stops it and re-raises here.
+template <class F>
+void run_without_gil(F&& f) {
+  const dccnn::InterruptCheck check = [] {
+    py::gil_scoped_acquire gil;
+    return PyErr_CheckSignals() != 0;
+  };
+  bool interrupted = false;
+  {
+    py::gil_scoped_release release;
+    try {
+      f(check);
+    } catch (const dccnn::Interrupted&) {
+      interrupted = true;
+    }
+  }
+  if (interrupted) {
+    if (PyErr_Occurred()) throw py::error_already_set();
+    throw py::value_error("interrupted");
+  }
+}
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw py::value_error(message);
+}
+
+dccnn::KernelSpec kernel_spec(int kind, double gamma, int degree, double coef0, double constant) {
+  require(kind >= 0 && kind <= 3, "kernel: unknown kind " + std::to_string(kind));
+  dccnn::KernelSpec s;
+  s.kind = static_cast<dccnn::KernelKind>(kind);
+  s.gamma = gamma;
+  s.degree = degree;
+  s.coef0 = coef0;
+  s.constant = constant;
+  return s;
+}
+
+template <class T>
+carray<T> extract_patches(const carray<T>& X, index_t size, index_t stride, index_t padding,
+                          int n_threads) {
+  require(X.ndim() == 4, "X: expected a 4-d array (n, C, H, W)");
+  const dccnn::PatchGeometry g{X.shape(1), X.shape(2), X.shape(3), size, stride, padding};
+  dccnn::validate(g);
+  const index_t n = X.shape(0);
+  carray<T> out({n, g.n_positions(), g.patch_dim()});
+  const T* x = X.data();
+  T* o = out.mutable_data();
+  run_without_gil([&](const dccnn::InterruptCheck& check) {
+    dccnn::extract_patches<T>(x, n, g, o, n_threads, check);
+  });
+  return out;
+}
+
+template <class T>
+void normalize_patches(carray<T>& Z, bool center, bool scale, double eps, int n_threads) {
+  require(Z.ndim() >= 1, "Z: expected at least one dimension");
+  require(Z.writeable(), "Z: must be writeable");
+  const index_t d = Z.shape(Z.ndim() - 1);
+  const index_t count = d == 0 ? 0 : Z.size() / d;
+  T* z = Z.mutable_data();
+  run_without_gil([&](const dccnn::InterruptCheck&) {
+    dccnn::normalize_patches<T>(z, count, d, center, scale, eps, n_threads);
+  });
+}
+
+template <class T>
+carray<T> kernel_matrix(const carray<T>& Z1, const carray<T>& Z2, int kind, double gamma,
+                        int degree, double coef0, double constant, int n_threads) {
+  require(Z1.ndim() == 2, "Z1: expected a 2-d array (n1, d)");
+  require(Z2.ndim() == 2, "Z2: expected a 2-d array (n2, d)");
+  require(Z1.shape(1) == Z2.shape(1), "Z2: must have as many columns as Z1");
+  const auto spec = kernel_spec(kind, gamma, degree, coef0, constant);
+  const index_t n1 = Z1.shape(0), n2 = Z2.shape(0), d = Z1.shape(1);
+  carray<T> out({n1, n2});
+  const T *a = Z1.data(), *b = Z2.data();
+  T* o = out.mutable_data();
+  run_without_gil([&](const dccnn::InterruptCheck& check) {
+    dccnn::kernel_matrix<T>(a, n1, b, n2, d, spec, o, n_threads, check);
+  });
+  return out;
+}
+
+template <class T>
+carray<T> pooled_kernel_blocks(const carray<T>& Z1, const py::object& Z2_or_none,
+                               const carray<index_t>& position_ptr,
+                               const carray<std::int32_t>& position_window, index_t n_windows,
+                               int kind, double gamma, int degree, double coef0, double constant,
+                               int n_threads) {
+  require(Z1.ndim() == 3, "Z1: expected a 3-d array (n1, P, d)");
+  const index_t n1 = Z1.shape(0), P = Z1.shape(1), d = Z1.shape(2);
+  require(position_ptr.ndim() == 1 && position_ptr.shape(0) == P + 1,
+          "pooling: position_ptr must have P + 1 entries");
+  require(position_window.ndim() == 1 &&
+              position_window.shape(0) == position_ptr.at(static_cast<py::ssize_t>(P)),
+          "pooling: position_window length must equal position_ptr[-1]");
+  carray<T> Z2;
+  const T* b = nullptr;
+  index_t n2 = n1;
+  if (!Z2_or_none.is_none()) {
+    Z2 = Z2_or_none.cast<carray<T>>();
+    require(Z2.ndim() == 3 && Z2.shape(1) == P && Z2.shape(2) == d,
+            "Z2: expected a 3-d array (n2, P, d) with the P and d of Z1");
+    n2 = Z2.shape(0);
+    b = Z2.data();
+  }
+  dccnn::PoolingMap pooling{P, n_windows, position_ptr.data(), position_window.data()};
+  dccnn::validate(pooling);
+  const auto spec = kernel_spec(kind, gamma, degree, coef0, constant);
+  carray<T> out({n1, n2, n_windows, n_windows});
+  const T* a = Z1.data();
+  T* o = out.mutable_data();
+  run_without_gil([&](const dccnn::InterruptCheck& check) {
+    dccnn::pooled_kernel_blocks<T>(a, n1, b, n2, d, pooling, spec, o, n_threads, check);
+  });
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "dccnn compiled core (C++/OpenMP)";
+  m.def("extract_patches", &extract_patches<float>, py::arg("X"), py::arg("size"),
+        py::arg("stride"), py::arg("padding"), py::arg("n_threads"));
+  m.def("extract_patches", &extract_patches<double>, py::arg("X"), py::arg("size"),
+        py::arg("stride"), py::arg("padding"), py::arg("n_threads"));
+  m.def("normalize_patches", &normalize_patches<float>, py::arg("Z").noconvert(),
+        py::arg("center"), py::arg("scale"), py::arg("eps"), py::arg("n_threads"));
+  m.def("normalize_patches", &normalize_patches<double>, py::arg("Z").noconvert(),
+        py::arg("center"), py::arg("scale"), py::arg("eps"), py::arg("n_threads"));
+  m.def("kernel_matrix", &kernel_matrix<float>, py::arg("Z1").noconvert(),
+        py::arg("Z2").noconvert(), py::arg("kind"), py::arg("gamma"), py::arg("degree"),
+        py::arg("coef0"), py::arg("constant"), py::arg("n_threads"));
+  m.def("kernel_matrix", &kernel_matrix<double>, py::arg("Z1").noconvert(),
+        py::arg("Z2").noconvert(), py::arg("kind"), py::arg("gamma"), py::arg("degree"),
+        py::arg("coef0"), py::arg("constant"), py::arg("n_threads"));
+  m.def("pooled_kernel_blocks", &pooled_kernel_blocks<float>, py::arg("Z1").noconvert(),
+        py::arg("Z2"), py::arg("position_ptr"), py::arg("position_window"),
+        py::arg("n_windows"), py::arg("kind"), py::arg("gamma"), py::arg("degree"),
+        py::arg("coef0"), py::arg("constant"), py::arg("n_threads"));
+  m.def("pooled_kernel_blocks", &pooled_kernel_blocks<double>, py::arg("Z1").noconvert(),
+        py::arg("Z2"), py::arg("position_ptr"), py::arg("position_window"),
+        py::arg("n_windows"), py::arg("kind"), py::arg("gamma"), py::arg("degree"),
+        py::arg("coef0"), py::arg("constant"), py::arg("n_threads"));
+  m.def("tile_engine", &dccnn::tile_engine_name,
+        "Instruction set the kernel tiles run on: avx512, avx2 or generic");
+  m.def("openmp_enabled", [] {
+#ifdef DCCNN_HAVE_OPENMP
+    return true;
+#else
+    return false;
+#endif
+  });
+}

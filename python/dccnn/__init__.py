@@ -1,0 +1,26 @@
+"""dccnn: dual convexified convolutional neural networks.
+
+Two-layer CNNs relaxed to a convex problem (Zhang, Liang, Wainwright 2017), trained through
+the convex dual and recovered as networks (Bai, Ke, Honorio 2024).
+"""
+
+__version__ = "0.1.0"
+
+from ._backend import get_backend, has_compiled_core
+from .kernels import kernel_matrix, pooled_kernel_blocks, resolve_kernel
+from .patches import ZCAWhitening, extract_patches, patch_grid_shape
+from .pooling import Pooling, make_pooling
+
+__all__ = [
+    "__version__",
+    "Pooling",
+    "ZCAWhitening",
+    "extract_patches",
+    "get_backend",
+    "has_compiled_core",
+    "kernel_matrix",
+    "make_pooling",
+    "patch_grid_shape",
+    "pooled_kernel_blocks",
+    "resolve_kernel",
+]

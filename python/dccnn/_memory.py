@@ -1,0 +1,41 @@
+"""Memory estimates before large allocations: fail early with advice, not with the OOM killer."""
+
+import os
+
+import numpy as np
+
+# Fraction of the available memory a single allocation may take when no budget is given.
+DEFAULT_FRACTION = 0.5
+
+
+def available_memory():
+    """Bytes of memory available to this process (MemAvailable on Linux), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_allocation(shape, dtype, what, *, max_memory=None, advice=""):
+    """Raise MemoryError when an array of ``shape`` and ``dtype`` would exceed the budget.
+
+    ``max_memory`` is a byte count; None means half of the memory available now.
+    """
+    nbytes = int(np.prod([int(s) for s in shape], dtype=object)) * np.dtype(dtype).itemsize
+    budget = max_memory
+    if budget is None:
+        avail = available_memory()
+        budget = None if avail is None else int(avail * DEFAULT_FRACTION)
+    if budget is not None and nbytes > budget:
+        raise MemoryError(
+            f"{what} would take {nbytes / 2**30:.2f} GiB (shape {tuple(shape)}, {np.dtype(dtype)}),"
+            f" over the budget of {budget / 2**30:.2f} GiB. {advice}".rstrip()
+        )
+    return nbytes

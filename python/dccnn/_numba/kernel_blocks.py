@@ -1,0 +1,120 @@
+"""Numba twin of csrc/dccnn/kernel_blocks.cpp (kernel codes as in dccnn.kernels.KERNELS)."""
+
+import numba
+import numpy as np
+
+from ._threads import set_threads
+
+RBF, INVERSE_POLYNOMIAL, POLYNOMIAL, LINEAR = 0, 1, 2, 3
+
+
+def tile_engine():
+    return "numba"
+
+
+@numba.njit(inline="always")
+def _kernel_value(dot, sqn_a, sqn_b, kind, gamma, degree, coef0, constant):
+    if kind == RBF:
+        dist = max(sqn_a + sqn_b - 2.0 * dot, 0.0)
+        return np.exp(-gamma * dist) + constant
+    if kind == INVERSE_POLYNOMIAL:
+        return 1.0 / (2.0 - dot) + constant
+    if kind == POLYNOMIAL:
+        return (dot + coef0) ** degree + constant
+    return dot + constant
+
+
+@numba.njit(parallel=True, cache=True)
+def _kernel_matrix(Z1, Z2, kind, gamma, degree, coef0, constant, out):
+    sq1 = (Z1 * Z1).sum(axis=1)
+    sq2 = (Z2 * Z2).sum(axis=1)
+    for i in numba.prange(Z1.shape[0]):
+        for j in range(Z2.shape[0]):
+            dot = 0.0
+            for k in range(Z1.shape[1]):
+                dot += Z1[i, k] * Z2[j, k]
+            out[i, j] = _kernel_value(dot, sq1[i], sq2[j], kind, gamma, degree, coef0, constant)
+
+
+@numba.njit(parallel=True, cache=True)
+def _pooled(Z1, Z2, symmetric, ptr, win, n_windows, kind, gamma, degree, coef0, constant, out):
+    n1, P, d = Z1.shape
+    n2 = Z2.shape[0]
+    counts = np.zeros(n_windows)
+    for m in range(ptr[P]):
+        counts[win[m]] += 1.0
+    sq1 = (Z1 * Z1).sum(axis=2)
+    sq2 = (Z2 * Z2).sum(axis=2)
+    for i in numba.prange(n1):
+        block = np.zeros((n_windows, n_windows))
+        j0 = i if symmetric else 0
+        for j in range(j0, n2):
+            block[:] = 0.0
+            for p in range(P):
+                for pp in range(P):
+                    dot = 0.0
+                    for k in range(d):
+                        dot += Z1[i, p, k] * Z2[j, pp, k]
+                    v = _kernel_value(dot, sq1[i, p], sq2[j, pp], kind, gamma, degree, coef0,
+                                      constant)
+                    for a in range(ptr[p], ptr[p + 1]):
+                        for b in range(ptr[pp], ptr[pp + 1]):
+                            block[win[a], win[b]] += v
+            for q in range(n_windows):
+                for r in range(n_windows):
+                    out[i, j, q, r] = block[q, r] / (counts[q] * counts[r])
+                    if symmetric:
+                        out[j, i, r, q] = out[i, j, q, r]
+
+
+def _check_unit_ball(Z, name):
+    sq = np.einsum("...k,...k->...", Z, Z)
+    if sq.size and sq.max() > 1 + 1e-5:
+        raise ValueError(f"{name}: inverse_polynomial needs every patch norm <= 1 (found "
+                         f"{np.sqrt(sq.max()):.6f}); normalise or rescale the patches")
+
+
+def _check_kernel(kind, gamma, degree, constant):
+    if kind not in (RBF, INVERSE_POLYNOMIAL, POLYNOMIAL, LINEAR):
+        raise ValueError(f"kernel: unknown kind {kind}")
+    if constant < 0:
+        raise ValueError("constant: must be >= 0")
+    if kind == RBF and gamma <= 0:
+        raise ValueError("gamma: must be > 0")
+    if kind == POLYNOMIAL and degree < 1:
+        raise ValueError("degree: must be >= 1")
+
+
+def kernel_matrix(Z1, Z2, kind, gamma, degree, coef0, constant, n_threads):
+    if Z1.ndim != 2 or Z2.ndim != 2 or Z1.shape[1] != Z2.shape[1]:
+        raise ValueError("Z1, Z2: expected 2-d arrays with the same number of columns")
+    _check_kernel(kind, gamma, degree, constant)
+    if kind == INVERSE_POLYNOMIAL:
+        _check_unit_ball(Z1, "Z1")
+        _check_unit_ball(Z2, "Z2")
+    out = np.empty((Z1.shape[0], Z2.shape[0]), dtype=Z1.dtype)
+    set_threads(n_threads)
+    t = Z1.dtype.type
+    _kernel_matrix(Z1, Z2, kind, t(gamma), degree, t(coef0), t(constant), out)
+    return out
+
+
+def pooled_kernel_blocks(Z1, Z2, position_ptr, position_window, n_windows, kind, gamma, degree,
+                         coef0, constant, n_threads):
+    if Z1.ndim != 3:
+        raise ValueError("Z1: expected a 3-d array (n1, P, d)")
+    if Z2 is not None and (Z2.ndim != 3 or Z2.shape[1:] != Z1.shape[1:]):
+        raise ValueError("Z2: expected a 3-d array (n2, P, d) with the P and d of Z1")
+    if position_ptr.shape != (Z1.shape[1] + 1,):
+        raise ValueError("pooling: position_ptr must have P + 1 entries")
+    _check_kernel(kind, gamma, degree, constant)
+    symmetric = Z2 is None
+    Z2 = Z1 if symmetric else Z2
+    if kind == INVERSE_POLYNOMIAL:
+        _check_unit_ball(Z1, "Z1")
+        _check_unit_ball(Z2, "Z2")
+    out = np.empty((Z1.shape[0], Z2.shape[0], n_windows, n_windows), dtype=Z1.dtype)
+    set_threads(n_threads)
+    _pooled(Z1, Z2, symmetric, position_ptr, position_window, n_windows, kind, float(gamma),
+            degree, float(coef0), float(constant), out)
+    return out

@@ -1,0 +1,66 @@
+"""Average pooling windows on the grid of patch positions (SPEC §1)."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validation import check_int
+
+
+@dataclass(frozen=True, eq=False)
+class Pooling:
+    """Windows S_1..S_Q over a ``grid_shape`` grid of positions, stored as "which windows
+    contain position p" (CSR: ``position_ptr``, ``position_window``), the form the kernels use.
+    """
+
+    grid_shape: tuple
+    size: int
+    stride: int
+    out_shape: tuple
+    position_ptr: np.ndarray
+    position_window: np.ndarray
+
+    @property
+    def n_positions(self):
+        return self.grid_shape[0] * self.grid_shape[1]
+
+    @property
+    def n_windows(self):
+        return self.out_shape[0] * self.out_shape[1]
+
+    def matrix(self):
+        """Dense (Q, P) averaging matrix: row q holds 1/|S_q| on the members of S_q."""
+        A = np.zeros((self.n_windows, self.n_positions))
+        for p in range(self.n_positions):
+            for m in range(self.position_ptr[p], self.position_ptr[p + 1]):
+                A[self.position_window[m], p] = 1.0
+        return A / A.sum(axis=1, keepdims=True)
+
+
+def make_pooling(grid_shape, size=None, stride=None):
+    """Windows of ``size x size`` positions every ``stride`` positions (valid pooling).
+
+    ``size=None`` means no pooling (every position is its own window); ``stride=None`` means
+    ``stride = size``.
+    """
+    if len(grid_shape) != 2:
+        raise ValueError(f"grid_shape: expected (rows, cols), got {grid_shape!r}")
+    Hp, Wp = (check_int(s, "grid_shape", minimum=1) for s in grid_shape)
+    if size is None:
+        size, stride = 1, 1
+    size = check_int(size, "pool_size", minimum=1)
+    stride = size if stride is None else check_int(stride, "pool_stride", minimum=1)
+    if size > Hp or size > Wp:
+        raise ValueError(f"pool_size: a {size}x{size} window does not fit the {Hp}x{Wp} grid")
+    Hq, Wq = (Hp - size) // stride + 1, (Wp - size) // stride + 1
+    members = [[] for _ in range(Hp * Wp)]
+    for qy in range(Hq):
+        for qx in range(Wq):
+            q = qy * Wq + qx
+            for y in range(qy * stride, qy * stride + size):
+                for x in range(qx * stride, qx * stride + size):
+                    members[y * Wp + x].append(q)
+    ptr = np.zeros(Hp * Wp + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum([len(m) for m in members])
+    win = np.array([q for m in members for q in m], dtype=np.int32)
+    return Pooling((Hp, Wp), size, stride, (Hq, Wq), ptr, win)
