@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "dccnn/dual_cd.hpp"
 #include "dccnn/kernel_blocks.hpp"
 #include "dccnn/patches.hpp"
 
@@ -138,6 +139,63 @@ carray<T> pooled_kernel_blocks(const carray<T>& Z1, const py::object& Z2_or_none
   return out;
 }
 
+dccnn::CdOptions cd_options(int loss, double C, double tol, index_t max_epochs, bool shrinking,
+                            std::uint64_t seed) {
+  require(loss >= 0 && loss <= 3, "loss: unknown kind " + std::to_string(loss));
+  dccnn::CdOptions o;
+  o.loss = static_cast<dccnn::LossKind>(loss);
+  o.C = C;
+  o.tol = tol;
+  o.max_epochs = max_epochs;
+  o.shrinking = shrinking;
+  o.seed = seed;
+  return o;
+}
+
+py::tuple cd_result(const dccnn::CdResult& r) {
+  return py::make_tuple(r.epochs, r.pg_spread, r.converged);
+}
+
+py::tuple dual_cd_dense(const carray<double>& gram, const carray<double>& lin,
+                        carray<double>& alpha, int loss, double C, double tol,
+                        index_t max_epochs, bool shrinking, std::uint64_t seed) {
+  const index_t N = alpha.size();
+  require(alpha.ndim() == 1 && alpha.writeable(), "alpha: expected a writeable 1-d array");
+  require(gram.ndim() == 2 && gram.shape(0) == N && gram.shape(1) == N,
+          "gram: expected an (N, N) array with N = len(alpha)");
+  require(lin.ndim() == 1 && lin.shape(0) == N, "lin: expected N entries");
+  const auto opt = cd_options(loss, C, tol, max_epochs, shrinking, seed);
+  dccnn::CdResult r;
+  const double *g = gram.data(), *l = lin.data();
+  double* a = alpha.mutable_data();
+  run_without_gil([&](const dccnn::InterruptCheck& check) {
+    r = dccnn::dual_cd_dense(g, N, l, a, opt, check);
+  });
+  return cd_result(r);
+}
+
+template <class T>
+py::tuple dual_cd_linear(const carray<T>& X, const carray<double>& lin, carray<double>& alpha,
+                         carray<double>& w, int loss, double C, double tol, index_t max_epochs,
+                         bool shrinking, std::uint64_t seed) {
+  require(X.ndim() == 2, "X: expected a 2-d array (N, D)");
+  const index_t N = X.shape(0), D = X.shape(1);
+  require(alpha.ndim() == 1 && alpha.shape(0) == N && alpha.writeable(),
+          "alpha: expected a writeable array of N entries");
+  require(w.ndim() == 1 && w.shape(0) == D && w.writeable(),
+          "w: expected a writeable array of D entries");
+  require(lin.ndim() == 1 && lin.shape(0) == N, "lin: expected N entries");
+  const auto opt = cd_options(loss, C, tol, max_epochs, shrinking, seed);
+  dccnn::CdResult r;
+  const T* x = X.data();
+  const double* l = lin.data();
+  double *a = alpha.mutable_data(), *wp = w.mutable_data();
+  run_without_gil([&](const dccnn::InterruptCheck& check) {
+    r = dccnn::dual_cd_linear<T>(x, N, D, l, a, wp, opt, check);
+  });
+  return cd_result(r);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -164,6 +222,17 @@ PYBIND11_MODULE(_core, m) {
         py::arg("Z2"), py::arg("position_ptr"), py::arg("position_window"),
         py::arg("n_windows"), py::arg("kind"), py::arg("gamma"), py::arg("degree"),
         py::arg("coef0"), py::arg("constant"), py::arg("n_threads"));
+  m.def("dual_cd_dense", &dual_cd_dense, py::arg("gram").noconvert(), py::arg("lin").noconvert(),
+        py::arg("alpha").noconvert(), py::arg("loss"), py::arg("C"), py::arg("tol"),
+        py::arg("max_epochs"), py::arg("shrinking"), py::arg("seed"));
+  m.def("dual_cd_linear", &dual_cd_linear<float>, py::arg("X").noconvert(),
+        py::arg("lin").noconvert(), py::arg("alpha").noconvert(), py::arg("w").noconvert(),
+        py::arg("loss"), py::arg("C"), py::arg("tol"), py::arg("max_epochs"),
+        py::arg("shrinking"), py::arg("seed"));
+  m.def("dual_cd_linear", &dual_cd_linear<double>, py::arg("X").noconvert(),
+        py::arg("lin").noconvert(), py::arg("alpha").noconvert(), py::arg("w").noconvert(),
+        py::arg("loss"), py::arg("C"), py::arg("tol"), py::arg("max_epochs"),
+        py::arg("shrinking"), py::arg("seed"));
   m.def("tile_engine", &dccnn::tile_engine_name,
         "Instruction set the kernel tiles run on: avx512, avx2 or generic");
   m.def("openmp_enabled", [] {

@@ -1,0 +1,48 @@
+// Dual coordinate descent (Hsieh et al. 2008; Yu, Huang & Lin 2011 for the logistic loss)
+// for the inner problem of the saddle form (SPEC §3) with a fixed multiplier Sigma:
+//
+//   minimise  1/2 a^T Qm a + sum_u h(a_u)        over the loss's box,
+//
+// where Qm is the (sign-folded) contracted Gram, and h the loss's part of -L(alpha):
+//   squared_hinge: -a + a^2/(4C), a >= 0      hinge: -a, 0 <= a <= C
+//   logistic: a log a + (C - a) log(C - a), 0 < a < C      squared: -y a + a^2/(4C), free.
+// The algorithm is written once over a "Gram operator"; two operators exist: a dense Gram
+// matrix (kernel back-ends, LIBSVM style: the gradient Qm a is kept up to date) and explicit
+// feature rows (LIBLINEAR style: w = sum a_u x_u is kept instead).
+#pragma once
+
+#include <cstdint>
+
+#include "dccnn/common.hpp"
+
+namespace dccnn {
+
+enum class LossKind : int { squared_hinge = 0, hinge = 1, logistic = 2, squared = 3 };
+
+struct CdOptions {
+  LossKind loss = LossKind::squared_hinge;
+  double C = 1.0;
+  double tol = 1e-6;        // stop when the projected-gradient spread is below tol
+  index_t max_epochs = 1000;
+  bool shrinking = true;
+  std::uint64_t seed = 0;
+};
+
+struct CdResult {
+  index_t epochs = 0;
+  double pg_spread = 0.0;  // max - min projected gradient at the last full pass
+  bool converged = false;
+};
+
+// Dense Gram (N x N, row-major, symmetric). lin[u] is the linear coefficient of a_u in h
+// (-1 for margin losses, -y_u for squared). alpha (N) is the warm start, updated in place.
+CdResult dual_cd_dense(const double* gram, index_t N, const double* lin, double* alpha,
+                       const CdOptions& opt, const InterruptCheck& check = {});
+
+// Gram = X X^T for feature rows X (N x D, row-major). w (D) must equal X^T alpha on entry
+// and is kept equal to it.
+template <class T>
+CdResult dual_cd_linear(const T* X, index_t N, index_t D, const double* lin, double* alpha,
+                        double* w, const CdOptions& opt, const InterruptCheck& check = {});
+
+}  // namespace dccnn

@@ -1,0 +1,221 @@
+"""Feature back-ends (SPEC §5) behind one interface.
+
+The solver sees only ``cross(beta)``: for dual weights beta (n, K) it returns
+``H[j, q, r*K + c] = <G_(r, c), psi_q(x_j)> = sum_i beta[i, c] K_ji[q, r]``, the inner products
+of the columns of G(beta) with every pooled feature of every training image. M(beta),
+the scores of any A = G(beta) S and the coordinate-descent Gram all follow from it or from
+``contracted_gram(Sigma)``. ``ExactFeatures`` holds the pooled kernel blocks; ``ExplicitFeatures``
+holds psi_q(x) in R^m (Nystroem, random Fourier or the patches themselves for the linear
+kernel) and is also what the primal FISTA baseline needs.
+"""
+
+import numpy as np
+import scipy.linalg
+
+from .kernels import kernel_matrix, pooled_kernel_blocks
+
+
+class ExactFeatures:
+    """Pooled kernel blocks of all training pairs, ``blocks[i, j] = K_ij`` (n, n, Q, Q)."""
+
+    kind = "exact"
+
+    def __init__(self, blocks):
+        self.blocks = blocks
+        self.n, self.Q = blocks.shape[0], blocks.shape[2]
+
+    def cross(self, beta):
+        return cross_from_blocks(self.blocks, beta)
+
+    def contracted_gram(self, Sigma, K):
+        """Kt[(i, c), (j, c')] = <Sigma_(c, c'), K_ij>_F as an (n K, n K) float64 array."""
+        n, Q = self.n, self.Q
+        S = Sigma.reshape(Q, K, Q, K).transpose(0, 2, 1, 3).reshape(Q * Q, K * K)
+        Kt = self.blocks.reshape(n * n, Q * Q) @ S.astype(self.blocks.dtype)
+        return np.ascontiguousarray(
+            Kt.reshape(n, n, K, K).transpose(0, 2, 1, 3).reshape(n * K, n * K), dtype=np.float64)
+
+    def diag_blocks(self):
+        """K_ii for every training image, (n, Q, Q)."""
+        idx = np.arange(self.n)
+        return self.blocks[idx, idx].astype(np.float64)
+
+
+class ExplicitFeatures:
+    """Explicit pooled features ``psi[i, q] = psi_q(x_i)`` in R^m, shape (n, Q, m)."""
+
+    kind = "explicit"
+
+    def __init__(self, psi):
+        self.psi = psi
+        self.n, self.Q, self.m = psi.shape
+
+    def G(self, beta):
+        """G(beta) as an (m, Q*K) matrix, column q*K + c = sum_i beta[i, c] psi_q(x_i)."""
+        return np.einsum("iqm,ic->mqc", self.psi, beta, optimize=True).reshape(self.m, -1)
+
+    def scores(self, A):
+        """f[i, c] = sum_q <A[:, q*K + c], psi_q(x_i)> for an explicit A (m, Q*K)."""
+        K = A.shape[1] // self.Q
+        return np.einsum("iqm,mqc->ic", self.psi, A.reshape(self.m, self.Q, K), optimize=True)
+
+    def scores_adjoint(self, R):
+        """The adjoint of ``scores``: dF -> dA, (n, K) -> (m, Q*K)."""
+        return self.G(R)
+
+    def cross(self, beta):
+        return cross_from_psi(self.psi, self.G(beta))
+
+    def contracted_gram(self, Sigma, K):
+        n, Q, m = self.psi.shape
+        flat = self.psi.reshape(n * Q, m).astype(np.float64)
+        blocks = (flat @ flat.T).reshape(n, Q, n, Q).transpose(0, 2, 1, 3)
+        return ExactFeatures(blocks).contracted_gram(Sigma, K)
+
+    def diag_blocks(self):
+        psi = self.psi.astype(np.float64)
+        return np.einsum("iqm,irm->iqr", psi, psi)
+
+
+def cross_from_blocks(blocks, beta):
+    """H[j, q, r*K + c] = sum_i beta[i, c] blocks[j, i, q, r]; blocks (na, nb, Q, Q)."""
+    na, nb, Q, _ = blocks.shape
+    K = beta.shape[1]
+    B = beta.T.astype(blocks.dtype)[None]  # (1, K, nb)
+    HT = np.matmul(B, blocks.reshape(na, nb, Q * Q))  # (na, K, Q*Q)
+    return HT.reshape(na, K, Q, Q).transpose(0, 2, 3, 1).reshape(na, Q, Q * K).astype(np.float64)
+
+
+def cross_from_psi(psi, G):
+    """H[j, q, t] = <G[:, t], psi[j, q]>; psi (na, Q, m), G (m, T)."""
+    na, Q, m = psi.shape
+    return (psi.reshape(na * Q, m).astype(np.float64) @ G).reshape(na, Q, -1)
+
+
+def gram_M(H, beta):
+    """M(beta)[q*K + c, t'] = sum_j beta[j, c] H[j, q, t'] (symmetrised)."""
+    n, Q, T = H.shape
+    K = beta.shape[1]
+    M = np.einsum("jc,jqt->qct", beta, H, optimize=True).reshape(T, T)
+    return 0.5 * (M + M.T)
+
+
+def scores_from_cross(H, S):
+    """Scores of A = G(beta) S: f[j, c] = sum_q sum_t' H[j, q, t'] S[t', q*K + c]."""
+    n, Q, T = H.shape
+    K = T // Q
+    return np.einsum("jqt,tqc->jc", H, S.reshape(T, Q, K), optimize=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Explicit feature maps of patches: fitted on training patches, applied to any patches.
+
+
+class PatchFeatureMap:
+    """z -> phi(z) in R^m, then average pooling: (n, P, d) patches -> (n, Q, m) features."""
+
+    def __init__(self, pooling):
+        self.pooling = pooling
+
+    def phi(self, Zflat):
+        raise NotImplementedError
+
+    def transform(self, Z, batch_size=256):
+        n = Z.shape[0]
+        A = self.pooling.matrix().astype(Z.dtype)  # (Q, P)
+        out = np.empty((n, A.shape[0], self.n_components), dtype=Z.dtype)
+        for s in range(0, n, batch_size):
+            Zb = Z[s:s + batch_size]
+            phi = self.phi(Zb.reshape(-1, Zb.shape[2])).reshape(Zb.shape[0], Zb.shape[1], -1)
+            out[s:s + batch_size] = np.matmul(A[None], phi)
+        return out
+
+
+class LinearMap(PatchFeatureMap):
+    """The linear kernel's own feature map (+ sqrt(constant) as an extra coordinate)."""
+
+    def __init__(self, pooling, constant=0.0):
+        super().__init__(pooling)
+        self.constant = constant
+
+    def fit(self, Z):
+        self.n_components = Z.shape[2] + (1 if self.constant > 0 else 0)
+        return self
+
+    def phi(self, Zflat):
+        if self.constant > 0:
+            col = np.full((Zflat.shape[0], 1), np.sqrt(self.constant), dtype=Zflat.dtype)
+            return np.hstack([Zflat, col])
+        return Zflat
+
+
+class NystroemMap(PatchFeatureMap):
+    """phi(z) = K_LL^(-1/2) k_L(z) for m landmark patches (uniform sample of training
+    patches, or all of them when m >= their number); eigenvalues of K_LL below
+    ``floor * largest`` are dropped."""
+
+    def __init__(self, pooling, kernel_params, n_components, random_state=None, floor=1e-10,
+                 n_jobs=None, backend="auto"):
+        super().__init__(pooling)
+        self.kernel_params = kernel_params
+        self.m = n_components
+        self.random_state = random_state
+        self.floor = floor
+        self.n_jobs = n_jobs
+        self.backend = backend
+
+    def _k(self, A, B):
+        p = self.kernel_params
+        return kernel_matrix(A, B, p.kernel, gamma=p.gamma, degree=p.degree, coef0=p.coef0,
+                             constant=p.constant, n_jobs=self.n_jobs, backend=self.backend)
+
+    def fit(self, Z):
+        flat = Z.reshape(-1, Z.shape[2])
+        rng = np.random.default_rng(self.random_state)
+        if self.m is None or self.m >= flat.shape[0]:
+            L = flat
+        else:
+            L = flat[np.sort(rng.choice(flat.shape[0], self.m, replace=False))]
+        KLL = self._k(L, L).astype(np.float64)
+        evals, evecs = scipy.linalg.eigh(KLL)
+        keep = evals > self.floor * max(evals[-1], np.finfo(float).tiny)
+        self.landmarks_ = L
+        self.whitening_ = (evecs[:, keep] / np.sqrt(evals[keep])).astype(Z.dtype)
+        self.n_components = int(keep.sum())
+        return self
+
+    def phi(self, Zflat):
+        return self._k(Zflat, self.landmarks_) @ self.whitening_
+
+
+class RandomFourierMap(PatchFeatureMap):
+    """phi(z) = sqrt(2/m) cos(z W + b), W ~ N(0, 2 gamma), b ~ U[0, 2 pi] (rbf only)."""
+
+    def __init__(self, pooling, gamma, n_components, random_state=None, constant=0.0):
+        super().__init__(pooling)
+        self.gamma = gamma
+        self.m = n_components
+        self.random_state = random_state
+        self.constant = constant
+
+    def fit(self, Z):
+        rng = np.random.default_rng(self.random_state)
+        d = Z.shape[2]
+        self.W_ = rng.normal(0.0, np.sqrt(2 * self.gamma), (d, self.m)).astype(Z.dtype)
+        self.b_ = rng.uniform(0, 2 * np.pi, self.m).astype(Z.dtype)
+        self.n_components = self.m + (1 if self.constant > 0 else 0)
+        return self
+
+    def phi(self, Zflat):
+        out = np.sqrt(2.0 / self.m) * np.cos(Zflat @ self.W_ + self.b_)
+        if self.constant > 0:
+            out = np.hstack([out, np.full((out.shape[0], 1), np.sqrt(self.constant), out.dtype)])
+        return out.astype(Zflat.dtype, copy=False)
+
+
+def exact_features(Z, pooling, kernel_params, *, n_jobs=None, backend="auto", max_memory=None):
+    p = kernel_params
+    blocks = pooled_kernel_blocks(Z, pooling=pooling, kernel=p.kernel, gamma=p.gamma,
+                                  degree=p.degree, coef0=p.coef0, constant=p.constant,
+                                  n_jobs=n_jobs, backend=backend, max_memory=max_memory)
+    return ExactFeatures(blocks)

@@ -1,0 +1,1 @@
+"""One-layer solvers: the certified dual solver and the primal FISTA baseline."""
