@@ -7,13 +7,16 @@ the convex dual and recovered as networks (Bai, Ke, Honorio 2024).
 __version__ = "0.1.0"
 
 from ._backend import get_backend, has_compiled_core
+from .layer import ConvexLayer, fit_layer
 from .kernels import kernel_matrix, pooled_kernel_blocks, resolve_kernel
 from .patches import ZCAWhitening, extract_patches, patch_grid_shape
 from .pooling import Pooling, make_pooling
 
 __all__ = [
     "__version__",
+    "ConvexLayer",
     "Pooling",
+    "fit_layer",
     "ZCAWhitening",
     "extract_patches",
     "get_backend",

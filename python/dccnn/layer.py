@@ -1,0 +1,185 @@
+"""One convexified convolutional layer: ``fit_layer`` and the fitted ``ConvexLayer`` (SPEC §8)."""
+
+import time
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from ._memory import check_allocation
+from ._targets import encode_targets
+from ._validation import check_choice, check_float, check_int
+from .features import (ExactFeatures, ExplicitFeatures, LinearMap, NystroemMap, RandomFourierMap,
+                       cross_from_blocks, exact_features, scores_from_cross)
+from .kernels import pooled_kernel_blocks, resolve_kernel
+from .losses import LOSSES, get_loss
+from .patches import as_images, extract_patches, patch_grid_shape
+from .pooling import make_pooling
+from .solvers.dual import solve_dual
+from .solvers.fista import fista
+
+FEATURES = ("exact", "nystroem", "random_fourier")
+SOLVERS = ("dual", "primal")
+
+
+class ConvexLayer:
+    """A fitted convexified layer. Attributes follow SPEC §8; see ``fit_layer``."""
+
+    def _patches(self, X):
+        X = as_images(X)
+        if X.shape[1:] != self.input_shape_:
+            raise ValueError(f"X: expected images of shape {self.input_shape_}, got {X.shape[1:]}")
+        Z = extract_patches(X, self.patch_size, self.stride, self.padding,
+                            normalize=self.normalize_patches, backend=self.backend,
+                            n_jobs=self.n_jobs)
+        return Z.astype(self.dtype_, copy=False)
+
+    def decision_function(self, X):
+        """f(x) for images X -> (n, K)."""
+        Z = self._patches(X)
+        if self.feature_map_ is not None:
+            psi = self.feature_map_.transform(Z)
+            return ExplicitFeatures(psi).scores(self.A_)
+        p = self.kernel_params_
+        blocks = pooled_kernel_blocks(Z, self.support_patches_, pooling=self.pooling_,
+                                      kernel=p.kernel, gamma=p.gamma, degree=p.degree,
+                                      coef0=p.coef0, constant=p.constant, backend=self.backend,
+                                      n_jobs=self.n_jobs)
+        H = cross_from_blocks(blocks, self.support_beta_)
+        return scores_from_cross(H, self.Sigma_)
+
+    def predict(self, X):
+        F = self.decision_function(X)
+        if self.classes_ is None:
+            return F
+        if F.shape[1] == 1:
+            return self.classes_[(F[:, 0] > 0).astype(int)]
+        return self.classes_[np.argmax(F, axis=1)]
+
+
+def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_stride=None,
+              kernel="rbf", gamma=None, degree=2, coef0=1.0, constant=0.0,
+              normalize_patches=False, C=1.0, mu=0.0, loss="squared_hinge", features="exact",
+              n_components=None, solver="dual", tol=1e-6, max_iter=None, max_filters=None,
+              random_state=None, verbose=0, warm_start=None, callback=None, backend="auto",
+              n_jobs=None, max_memory=None):
+    """Train one convexified layer (SPEC §1-5) and return a fitted ``ConvexLayer``.
+
+    ``X``: images (n, C, H, W) or (n, H, W). ``y``: 1-d labels (one-vs-rest coding; two
+    classes give K = 1) or a 2-d (n, K) float array used as is. ``features``: "exact" (pooled
+    kernel blocks), "nystroem" or "random_fourier" (explicit features, ``n_components`` of
+    them). ``solver``: "dual" (certified dual, any back-end) or "primal" (FISTA with singular
+    value thresholding, explicit features and smooth losses only). The fit stops when the
+    relative duality gap is at most ``tol`` or after ``max_iter`` iterations (then with a
+    ConvergenceWarning stating the gap). ``warm_start``: a previously fitted layer on the same
+    data (e.g. along a path of C values) whose dual variables and multiplier start the solver.
+    """
+    t_start = time.perf_counter()
+    C = check_float(C, "C", minimum=0, exclusive=True)
+    mu = check_float(mu, "mu", minimum=0)
+    tol = check_float(tol, "tol", minimum=0, exclusive=True)
+    check_choice(loss, "loss", LOSSES)
+    check_choice(features, "features", FEATURES)
+    check_choice(solver, "solver", SOLVERS)
+    verbose = check_int(verbose, "verbose", minimum=0)
+    max_iter = None if max_iter is None else check_int(max_iter, "max_iter", minimum=1)
+    if max_filters is not None:
+        max_filters = check_int(max_filters, "max_filters", minimum=1)
+    if solver == "primal" and features == "exact":
+        raise ValueError("solver: 'primal' needs explicit features (features='nystroem' or "
+                         "'random_fourier'); the exact back-end is solved through the dual")
+    if features == "random_fourier" and kernel != "rbf":
+        raise ValueError(f"features: 'random_fourier' exists for kernel='rbf' only, got {kernel!r}")
+    lossobj = get_loss(loss, C)
+
+    Xi = as_images(X)
+    n = Xi.shape[0]
+    Y, classes = encode_targets(y, n, lossobj)
+    grid = patch_grid_shape(Xi.shape[2:], patch_size, stride, padding)
+    pooling = make_pooling(grid, pool_size, pool_stride)
+    Z = extract_patches(Xi, patch_size, stride, padding, normalize=normalize_patches,
+                        backend=backend, n_jobs=n_jobs, max_memory=max_memory)
+    kp = resolve_kernel(kernel, Z.shape[2], gamma=gamma, degree=degree, coef0=coef0,
+                        constant=constant)
+    K = Y.shape[1]
+    T = pooling.n_windows * K
+
+    layer = ConvexLayer()
+    layer.__dict__.update(
+        patch_size=patch_size, stride=stride, padding=padding, pool_size=pool_size,
+        pool_stride=pool_stride, normalize_patches=normalize_patches, C=C, mu=mu, loss=loss,
+        features=features, solver=solver, tol=tol, backend=backend, n_jobs=n_jobs,
+        input_shape_=Xi.shape[1:], dtype_=Z.dtype, pooling_=pooling, kernel_params_=kp,
+        classes_=classes, n_outputs_=K, feature_map_=None)
+
+    # feature back-end
+    if features == "exact":
+        check_allocation((n * K, n * K), np.float64, "the contracted Gram of the dual solver",
+                         max_memory=max_memory,
+                         advice="Use features='nystroem' or fewer training images.")
+        feats = exact_features(Z, pooling, kp, n_jobs=n_jobs, backend=backend,
+                               max_memory=max_memory)
+    else:
+        if features == "nystroem" and kernel == "linear" and n_components is None:
+            fmap = LinearMap(pooling, kp.constant)
+        elif features == "nystroem":
+            m = n_components or min(500, Z.shape[0] * Z.shape[1])
+            fmap = NystroemMap(pooling, kp, m, random_state=random_state, n_jobs=n_jobs,
+                               backend=backend)
+        else:
+            fmap = RandomFourierMap(pooling, kp.gamma, n_components or 500,
+                                    random_state=random_state, constant=kp.constant)
+        fmap.fit(Z)
+        check_allocation((n, pooling.n_windows, fmap.n_components), np.float64,
+                         "explicit features", max_memory=max_memory,
+                         advice="Use a smaller n_components.")
+        feats = ExplicitFeatures(fmap.transform(Z).astype(np.float64))
+        layer.feature_map_ = fmap
+    if verbose:
+        what = f"{features} ({'Q=%d' % pooling.n_windows}" + (
+            f", m={feats.m})" if features != "exact" else ")")
+        print(f"[dccnn] layer: n={n}, K={K}, T={T}, features {what}, solver {solver}, "
+              f"loss {loss}, C={C:g}, mu={mu:g} ({time.perf_counter() - t_start:.2f}s to set up)")
+
+    if solver == "primal":
+        A0 = getattr(warm_start, "A_", None)
+        A, alpha, cert, n_iter, history = fista(
+            feats, Y, lossobj, mu, tol=tol, max_iter=max_iter or 10000, A0=A0,
+            callback=callback)
+        layer.A_ = A
+        layer.alpha_ = alpha
+        converged = cert.gap <= tol
+    else:
+        alpha0 = getattr(warm_start, "alpha_", None)
+        V0 = getattr(warm_start, "multiplier_factor_", None)
+        res = solve_dual(feats, Y, lossobj, mu, tol=tol, max_iter=max_iter or 2000,
+                         alpha0=alpha0, V0=V0, random_state=random_state, callback=callback,
+                         verbose=verbose, backend=backend)
+        cert, n_iter, history, converged = res.certificate, res.n_iter, res.history, res.converged
+        layer.alpha_ = res.alpha
+        layer.multiplier_factor_ = res.V
+        layer.inner_epochs_ = res.inner_epochs
+        if features == "exact":
+            support = np.flatnonzero(np.abs(res.beta_primal).sum(axis=1) > 0)
+            layer.support_ = support
+            layer.support_patches_ = Z[support]
+            layer.support_beta_ = res.beta_primal[support]
+            layer.Sigma_ = res.Sigma_primal
+        else:
+            layer.A_ = feats.G(res.beta_primal) @ res.Sigma_primal
+    layer.primal_objective_ = cert.primal
+    layer.dual_objective_ = cert.dual
+    layer.dual_scale_ = cert.dual_scale
+    layer.gap_ = cert.gap
+    layer.n_iter_ = n_iter
+    layer.converged_ = converged
+    layer.history_ = history
+    layer.fit_time_ = time.perf_counter() - t_start
+    if not converged:
+        warnings.warn(f"fit_layer: stopped after {n_iter} iterations at relative duality gap "
+                      f"{cert.gap:.3e} > tol={tol:g}; raise max_iter or tol", ConvergenceWarning,
+                      stacklevel=2)
+    if verbose:
+        print(f"[dccnn] layer done: primal {cert.primal:.8g}, dual {cert.dual:.8g}, "
+              f"gap {cert.gap:.2e}, {n_iter} iterations, {layer.fit_time_:.2f}s")
+    return layer
