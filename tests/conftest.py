@@ -8,8 +8,15 @@ tests (tests/test_backends.py).
 import os
 import sys
 
-import numpy as np
-import pytest
+# The suite makes thousands of tiny calls; with libgomp's default active spin-waiting each
+# parallel region can cost milliseconds when the 2 cores are shared with other processes
+# (measured: 36 s instead of 5 s for test_backends.py under load). Passive waiting only
+# changes speed, never results; an explicit setting by the user is kept. It must be set
+# before dccnn._core (and libgomp) is loaded.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 

@@ -8,9 +8,11 @@ import numpy as np
 FLOAT_DTYPES = (np.float32, np.float64)
 
 
-def check_int(value, name, *, minimum=None):
+def check_int(value, name, *, minimum=None, maximum=None):
     """Return ``value`` as a Python int, or raise naming ``name``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected an integer, got a boolean")
+    if not isinstance(value, numbers.Integral):
         try:
             value = operator.index(value)
         except TypeError:
@@ -18,6 +20,8 @@ def check_int(value, name, *, minimum=None):
     value = int(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name}: must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}: must be <= {maximum}, got {value}")
     return value
 
 
@@ -63,7 +67,7 @@ def as_float_array(X, name, *, ndims, dtype=None, allow_empty=False):
     if not allow_empty and arr.size == 0:
         raise ValueError(f"{name}: array is empty (shape {arr.shape})")
     if dtype is None:
-        dtype = np.float32 if arr.dtype == np.float32 else np.float64
+        dtype = np.float32 if (arr.dtype.kind == "f" and arr.dtype.itemsize == 4) else np.float64
     # Native byte order and C order in one copy at most (big-endian and Fortran inputs too).
     arr = np.ascontiguousarray(arr, dtype=np.dtype(dtype).newbyteorder("="))
     if arr.size and not np.isfinite(arr).all():

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from . import _cuda_backend
 from ._backend import get_backend
 from ._memory import check_allocation
 from ._threads import n_threads_from_n_jobs
@@ -36,14 +37,18 @@ def resolve_kernel(kernel, d, *, gamma=None, degree=2, coef0=1.0, constant=0.0):
 
 
 def kernel_matrix(Z1, Z2=None, kernel="rbf", *, gamma=None, degree=2, coef0=1.0, constant=0.0,
-                  backend="auto", n_jobs=None, max_memory=None):
+                  backend="auto", n_jobs=None, max_memory=None, device="cpu"):
     """Kernel values between the rows of ``Z1`` (n1, d) and ``Z2`` (n2, d) -> (n1, n2).
 
     ``Z2=None`` means ``Z2 = Z1``. Kernels: ``rbf`` exp(-gamma |z - z'|^2) (gamma=None: 1/d),
     ``inverse_polynomial`` 1/(2 - <z, z'>) (every row must have norm <= 1), ``polynomial``
     (<z, z'> + coef0)^degree and ``linear``; ``constant`` is added to every value. The result
     is float32 when both inputs are float32, float64 otherwise.
+
+    ``device="cuda"`` evaluates it on the GPU (needs the CUDA build, see
+    :mod:`dccnn._cuda_backend`); ``"cpu"`` (default) uses ``backend``.
     """
+    _cuda_backend.check_device(device, backend)
     Z1 = as_float_array(Z1, "Z1", ndims={2})
     Z2 = Z1 if Z2 is None else as_float_array(Z2, "Z2", ndims={2})
     if Z2.shape[1] != Z1.shape[1]:
@@ -54,19 +59,26 @@ def kernel_matrix(Z1, Z2=None, kernel="rbf", *, gamma=None, degree=2, coef0=1.0,
                             constant=constant)
     check_allocation((Z1.shape[0], Z2.shape[0]), dtype, "kernel_matrix", max_memory=max_memory,
                      advice="Evaluate it in row blocks.")
+    if device == "cuda":
+        return _cuda_backend.kernel_matrix(Z1, Z2, *params.core_args())
     return get_backend(backend).kernel_matrix(Z1, Z2, *params.core_args(),
                                               n_threads_from_n_jobs(n_jobs))
 
 
 def pooled_kernel_blocks(Z1, Z2=None, *, pooling, kernel="rbf", gamma=None, degree=2, coef0=1.0,
-                         constant=0.0, backend="auto", n_jobs=None, max_memory=None):
+                         constant=0.0, backend="auto", n_jobs=None, max_memory=None,
+                         device="cpu"):
     """Pooled kernel blocks of image pairs: ``out[i, j] = K_ij`` (Q x Q), where
     ``K_ij[q, q'] = mean_{p in S_q, p' in S_q'} k(Z1[i, p], Z2[j, p'])``.
 
     ``Z1`` (n1, P, d) and ``Z2`` (n2, P, d) are patches (``extract_patches``); ``pooling`` is a
     :class:`~dccnn.pooling.Pooling` over the P positions. ``Z2=None`` means ``Z2 = Z1`` and
     only half of the pairs are evaluated. Result: (n1, n2, Q, Q).
+
+    ``device="cuda"`` computes the blocks on the GPU in batches of image pairs that fit the
+    device memory budget (see :mod:`dccnn._cuda_backend`); ``"cpu"`` (default) uses ``backend``.
     """
+    _cuda_backend.check_device(device, backend)
     if not isinstance(pooling, Pooling):
         raise TypeError(f"pooling: expected a dccnn.Pooling, got {type(pooling).__name__}")
     Z1 = as_float_array(Z1, "Z1", ndims={3})
@@ -86,6 +98,9 @@ def pooled_kernel_blocks(Z1, Z2=None, *, pooling, kernel="rbf", gamma=None, degr
                      advice="Use explicit features (features='nystroem') or fewer images.")
     params = resolve_kernel(kernel, Z1.shape[2], gamma=gamma, degree=degree, coef0=coef0,
                             constant=constant)
+    if device == "cuda":
+        return _cuda_backend.pooled_kernel_blocks(
+            Z1, Z2_arr, pooling.position_ptr, pooling.position_window, Q, *params.core_args())
     return get_backend(backend).pooled_kernel_blocks(
         Z1, Z2_arr, pooling.position_ptr, pooling.position_window, Q, *params.core_args(),
         n_threads_from_n_jobs(n_jobs))

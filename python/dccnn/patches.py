@@ -18,9 +18,10 @@ def as_images(X, name="X"):
 def patch_grid_shape(image_shape, size, stride=1, padding=0):
     """(H', W') of the grid of patch positions of an (H, W) image, or a ValueError."""
     H, W = image_shape
-    size = check_int(size, "size", minimum=1)
-    stride = check_int(stride, "stride", minimum=1)
-    padding = check_int(padding, "padding", minimum=0)
+    # Bounded so that the core's index arithmetic can never overflow int64.
+    size = check_int(size, "size", minimum=1, maximum=2**31)
+    stride = check_int(stride, "stride", minimum=1, maximum=2**31)
+    padding = check_int(padding, "padding", minimum=0, maximum=2**31)
     if size > H + 2 * padding or size > W + 2 * padding:
         raise ValueError(
             f"size: a {size}x{size} window does not fit the padded "

@@ -34,7 +34,7 @@ class InnerSolver:
         self.epochs = 0
         self.core = get_backend(backend)
 
-    def solve(self, Sigma, tol, max_epochs=100000):
+    def solve(self, Sigma, tol, max_epochs=2000):
         """alpha maximising the inner problem for ``Sigma``; returns (alpha (n, K), converged)."""
         K = self.Y.shape[1]
         code = LOSS_CODES[self.loss.name]

@@ -1,0 +1,180 @@
+// pybind11 bindings of the optional CUDA kernels: dccnn._cuda. Imported lazily by
+// python/dccnn/_cuda_backend.py; the CPU extension dccnn._core never depends on it.
+// Errors: std::invalid_argument -> ValueError, DeviceMemoryError -> MemoryError,
+// DeviceError (any CUDA failure) -> RuntimeError, Ctrl-C -> KeyboardInterrupt.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "cuda_kernels.hpp"
+
+namespace py = pybind11;
+namespace dc = dccnn::cuda;
+using dc::index_t;
+
+namespace {
+
+template <class T>
+using carray = py::array_t<T, py::array::c_style>;
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw py::value_error(message);
+}
+
+dccnn::KernelSpec kernel_spec(int kind, double gamma, int degree, double coef0, double constant) {
+  require(kind >= 0 && kind <= 3, "kernel: unknown kind " + std::to_string(kind));
+  dccnn::KernelSpec s;
+  s.kind = static_cast<dccnn::KernelKind>(kind);
+  s.gamma = gamma;
+  s.degree = degree;
+  s.coef0 = coef0;
+  s.constant = constant;
+  return s;
+}
+
+// Runs f without the GIL; the interrupt check (between batches) takes the GIL back briefly.
+template <class F>
+dc::RunStats run_without_gil(std::int64_t max_device_memory, bool discard, F&& f) {
+  dc::Options opt;
+  opt.max_device_memory = max_device_memory;
+  opt.discard_output = discard;
+  opt.check = [] {
+    py::gil_scoped_acquire gil;
+    return PyErr_CheckSignals() != 0;
+  };
+  dc::RunStats st;
+  bool interrupted = false;
+  {
+    py::gil_scoped_release release;
+    try {
+      st = f(opt);
+    } catch (const dc::DeviceInterrupted&) {
+      interrupted = true;
+    }
+  }
+  if (interrupted) {
+    if (PyErr_Occurred()) throw py::error_already_set();
+    throw py::value_error("interrupted");
+  }
+  return st;
+}
+
+py::dict stats_dict(const dc::RunStats& st) {
+  py::dict d;
+  d["device_seconds"] = st.device_seconds;
+  d["batches"] = st.batches;
+  d["batch_rows"] = st.batch_rows;
+  d["batch_cols"] = st.batch_cols;
+  d["split_windows"] = st.split_windows;
+  d["device_bytes"] = st.device_bytes;
+  return d;
+}
+
+template <class T>
+py::tuple kernel_matrix(const carray<T>& Z1, const py::object& Z2_or_none, int kind, double gamma,
+                        int degree, double coef0, double constant, std::int64_t max_device_memory) {
+  require(Z1.ndim() == 2, "Z1: expected a 2-d array (n1, d)");
+  carray<T> Z2;
+  const T* b = nullptr;
+  index_t n2 = Z1.shape(0);
+  if (!Z2_or_none.is_none()) {
+    Z2 = Z2_or_none.cast<carray<T>>();
+    require(Z2.ndim() == 2, "Z2: expected a 2-d array (n2, d)");
+    require(Z1.shape(1) == Z2.shape(1), "Z2: must have as many columns as Z1");
+    n2 = Z2.shape(0);
+    b = Z2.data();
+  }
+  const auto spec = kernel_spec(kind, gamma, degree, coef0, constant);
+  const index_t n1 = Z1.shape(0), d = Z1.shape(1);
+  carray<T> out({n1, n2});
+  const T* a = Z1.data();
+  T* o = out.mutable_data();
+  const auto st = run_without_gil(max_device_memory, false, [&](const dc::Options& opt) {
+    return dc::kernel_matrix<T>(a, n1, b, n2, d, spec, o, opt);
+  });
+  return py::make_tuple(out, stats_dict(st));
+}
+
+template <class T>
+py::tuple pooled_kernel_blocks(const carray<T>& Z1, const py::object& Z2_or_none,
+                               const carray<index_t>& position_ptr,
+                               const carray<std::int32_t>& position_window, index_t n_windows,
+                               int kind, double gamma, int degree, double coef0, double constant,
+                               std::int64_t max_device_memory, bool discard_output) {
+  require(Z1.ndim() == 3, "Z1: expected a 3-d array (n1, P, d)");
+  const index_t n1 = Z1.shape(0), P = Z1.shape(1), d = Z1.shape(2);
+  require(position_ptr.ndim() == 1 && position_ptr.shape(0) == P + 1,
+          "pooling: position_ptr must have P + 1 entries");
+  require(position_window.ndim() == 1 &&
+              position_window.shape(0) == position_ptr.at(static_cast<py::ssize_t>(P)),
+          "pooling: position_window length must equal position_ptr[-1]");
+  require(n_windows >= 1, "pooling: n_windows must be >= 1");
+  carray<T> Z2;
+  const T* b = nullptr;
+  index_t n2 = n1;
+  if (!Z2_or_none.is_none()) {
+    Z2 = Z2_or_none.cast<carray<T>>();
+    require(Z2.ndim() == 3 && Z2.shape(1) == P && Z2.shape(2) == d,
+            "Z2: expected a 3-d array (n2, P, d) with the P and d of Z1");
+    n2 = Z2.shape(0);
+    b = Z2.data();
+  }
+  const auto spec = kernel_spec(kind, gamma, degree, coef0, constant);
+  py::object result = py::none();
+  T* o = nullptr;
+  if (!discard_output) {
+    carray<T> out({n1, n2, n_windows, n_windows});
+    o = out.mutable_data();
+    result = out;
+  }
+  const T* a = Z1.data();
+  const index_t* pp = position_ptr.data();
+  const std::int32_t* pw = position_window.data();
+  const auto st = run_without_gil(max_device_memory, discard_output, [&](const dc::Options& opt) {
+    return dc::pooled_kernel_blocks<T>(a, n1, b, n2, P, d, pp, pw, n_windows, spec, o, opt);
+  });
+  return py::make_tuple(result, stats_dict(st));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_cuda, m) {
+  m.doc() = "dccnn CUDA kernels (optional; imported lazily by dccnn._cuda_backend)";
+  // DeviceMemoryError -> dccnn._cuda.DeviceMemoryError (a MemoryError); DeviceError derives
+  // from std::runtime_error and reaches Python as RuntimeError.
+  py::register_exception<dc::DeviceMemoryError>(m, "DeviceMemoryError", PyExc_MemoryError);
+
+  m.def("device_count", &dc::device_count, "Number of usable CUDA devices (0 without a driver)");
+  m.def("unavailable_reason", &dc::unavailable_reason);
+  m.def("device_info", [] {
+    const auto i = dc::device_info();
+    py::dict d;
+    d["name"] = i.name;
+    d["compute_capability"] = py::make_tuple(i.major, i.minor);
+    d["multiprocessors"] = i.multiprocessors;
+    d["clock_khz"] = i.clock_khz;
+    d["memory_total"] = i.memory_total;
+    d["memory_free"] = i.memory_free;
+    d["l2_bytes"] = i.l2_bytes;
+    d["fp32_lanes_per_sm"] = i.fp32_lanes_per_sm;
+    d["fp64_lanes_per_sm"] = i.fp64_lanes_per_sm;
+    return d;
+  });
+  m.def("kernel_matrix", &kernel_matrix<float>, py::arg("Z1").noconvert(), py::arg("Z2"),
+        py::arg("kind"), py::arg("gamma"), py::arg("degree"), py::arg("coef0"),
+        py::arg("constant"), py::arg("max_device_memory") = 0);
+  m.def("kernel_matrix", &kernel_matrix<double>, py::arg("Z1").noconvert(), py::arg("Z2"),
+        py::arg("kind"), py::arg("gamma"), py::arg("degree"), py::arg("coef0"),
+        py::arg("constant"), py::arg("max_device_memory") = 0);
+  m.def("pooled_kernel_blocks", &pooled_kernel_blocks<float>, py::arg("Z1").noconvert(),
+        py::arg("Z2"), py::arg("position_ptr"), py::arg("position_window"),
+        py::arg("n_windows"), py::arg("kind"), py::arg("gamma"), py::arg("degree"),
+        py::arg("coef0"), py::arg("constant"), py::arg("max_device_memory") = 0,
+        py::arg("discard_output") = false);
+  m.def("pooled_kernel_blocks", &pooled_kernel_blocks<double>, py::arg("Z1").noconvert(),
+        py::arg("Z2"), py::arg("position_ptr"), py::arg("position_window"),
+        py::arg("n_windows"), py::arg("kind"), py::arg("gamma"), py::arg("degree"),
+        py::arg("coef0"), py::arg("constant"), py::arg("max_device_memory") = 0,
+        py::arg("discard_output") = false);
+}

@@ -1,0 +1,285 @@
+"""The optional CUDA kernels (dccnn._cuda) against the CPU core.
+
+Tests marked ``cuda`` need the CUDA build and a GPU and are skipped cleanly otherwise; the
+others check the skip path (a clear error naming ``device``) and run everywhere. On a GPU the
+blocks agree with the CPU core to 1e-5 (float32) and 1e-10 (float64), relative to the largest
+value.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import dccnn
+from dccnn import _cuda_backend
+
+HAS_GPU = _cuda_backend.cuda_available()
+requires_gpu = pytest.mark.skipif(
+    not HAS_GPU, reason="needs the CUDA build of dccnn (dccnn._cuda) and a CUDA GPU")
+TOL = {np.float32: 1e-5, np.float64: 1e-10}
+KERNELS = [
+    ("rbf", dict(gamma=1.0)),
+    ("rbf", dict(constant=0.5)),  # gamma = 1/d
+    ("inverse_polynomial", dict(constant=0.25)),
+    ("polynomial", dict(degree=3, coef0=0.5)),
+    ("linear", dict(constant=1.0)),
+]
+KERNEL_IDS = ["rbf", "rbf-default-gamma", "inverse_polynomial", "polynomial3", "linear"]
+
+
+def assert_close(got, want, dtype):
+    tol = TOL[dtype]
+    assert got.dtype == want.dtype and got.shape == want.shape
+    scale = max(1.0, float(np.abs(want).max()))
+    err = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max()) / scale
+    assert err <= tol, f"max relative difference {err:.3e} > {tol:.0e}"
+
+
+def make_patches(rng, n, grid, d, dtype, kernel):
+    """(n, P, d) patches of norm about 1; inside the unit ball for inverse_polynomial."""
+    Z = rng.standard_normal((n, grid[0] * grid[1], d)) / np.sqrt(d)
+    if kernel == "inverse_polynomial":
+        Z /= 1.01 * np.linalg.norm(Z, axis=-1).max()
+    return Z.astype(dtype)
+
+
+# (grid shape, patch dim, pool size, pool stride): 2x2 windows, overlapping 3x3 windows,
+# no pooling, global pooling of 144 and 169 positions (wider than a tile: split windows;
+# window sizes multiples of 4 or not), d > 32.
+GEOMETRIES = [
+    ((6, 6), 9, 2, 2),
+    ((7, 9), 18, 3, 2),
+    ((5, 5), 4, None, None),
+    ((12, 12), 9, 12, 12),
+    ((13, 13), 4, 13, 13),
+    ((5, 5), 48, 2, 1),
+]
+GEOMETRY_IDS = ["pool2", "overlap3", "nopool", "global144", "global169", "d48"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Everywhere: argument checks and the skip path
+# ---------------------------------------------------------------------------------------------
+
+def test_device_argument_is_validated():
+    Z = np.ones((3, 4, 2))
+    pooling = dccnn.make_pooling((2, 2), 2)
+    with pytest.raises(ValueError, match="device"):
+        dccnn.kernel_matrix(Z[0], device="gpu")
+    with pytest.raises(ValueError, match="device"):
+        dccnn.pooled_kernel_blocks(Z, pooling=pooling, device=None)
+    with pytest.raises(ValueError, match="backend"):
+        dccnn.kernel_matrix(Z[0], device="cuda", backend="numba")
+
+
+@pytest.mark.skipif(HAS_GPU, reason="a GPU is present: the unavailable path cannot be seen")
+def test_cuda_requested_without_gpu_or_build_is_a_clear_error():
+    Z = np.ones((3, 4, 2))
+    with pytest.raises(RuntimeError, match="device='cuda'"):
+        dccnn.kernel_matrix(Z[0], device="cuda")
+    with pytest.raises(RuntimeError, match="device='cuda'"):
+        dccnn.pooled_kernel_blocks(Z, pooling=dccnn.make_pooling((2, 2), 2), device="cuda")
+    assert not _cuda_backend.cuda_available()
+
+
+def test_importing_dccnn_does_not_load_cuda():
+    code = "import sys, dccnn; dccnn.kernel_matrix([[1.0]]); print('dccnn._cuda' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_device_memory_budget_parsing(monkeypatch):
+    monkeypatch.setenv("DCCNN_CUDA_MAX_MEMORY", "1.5G")
+    assert _cuda_backend.resolve_device_memory() == int(1.5 * 2**30)
+    monkeypatch.setenv("DCCNN_CUDA_MAX_MEMORY", "lots")
+    with pytest.raises(ValueError, match="DCCNN_CUDA_MAX_MEMORY"):
+        _cuda_backend.resolve_device_memory()
+    monkeypatch.delenv("DCCNN_CUDA_MAX_MEMORY")
+    assert _cuda_backend.resolve_device_memory() == 0
+    assert _cuda_backend.resolve_device_memory(4096) == 4096
+    with pytest.raises(ValueError, match="max_device_memory"):
+        _cuda_backend.resolve_device_memory(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# On a GPU: agreement with the CPU core
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.cuda
+@requires_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kernel,params", KERNELS, ids=KERNEL_IDS)
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=GEOMETRY_IDS)
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "nonsym"])
+def test_pooled_blocks_match_cpu(rng, dtype, kernel, params, geometry, symmetric):
+    grid, d, size, stride = geometry
+    pooling = dccnn.make_pooling(grid, size, stride)
+    Z1 = make_patches(rng, 7, grid, d, dtype, kernel)
+    Z2 = None if symmetric else make_patches(rng, 5, grid, d, dtype, kernel)
+    kw = dict(pooling=pooling, kernel=kernel, **params)
+    got = dccnn.pooled_kernel_blocks(Z1, Z2, device="cuda", **kw)
+    assert_close(got, dccnn.pooled_kernel_blocks(Z1, Z2, **kw), dtype)
+    if dtype == np.float32:  # and the exact float64 blocks of the same float32 patches
+        want64 = dccnn.pooled_kernel_blocks(
+            Z1.astype(np.float64), None if Z2 is None else Z2.astype(np.float64), **kw)
+        assert_close(got.astype(np.float64), want64, np.float32)
+
+
+@pytest.mark.cuda
+@requires_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_pooled_blocks_of_28x28_digits_geometry(rng, dtype):
+    """5x5 patches of 28x28 images (P = 576, 4.5 tiles per image), 2x2 pooling (Q = 144)."""
+    X = rng.random((9, 28, 28)).astype(dtype)
+    Z = dccnn.extract_patches(X, 5)
+    pooling = dccnn.make_pooling((24, 24), 2)
+    for Z2 in (None, Z[:4]):
+        got = dccnn.pooled_kernel_blocks(Z, Z2, pooling=pooling, device="cuda")
+        assert_close(got, dccnn.pooled_kernel_blocks(Z, Z2, pooling=pooling), dtype)
+
+
+def _batched(fn):
+    """Call fn(budget) with (nearly) the smallest budget in bytes that fits, so that the work
+    is cut into several batches; check that the budget is respected."""
+    def attempt(budget):
+        try:
+            return fn(budget)
+        except MemoryError:
+            return None
+
+    hi = next(2**k for k in range(12, 34) if attempt(2**k) is not None)
+    lo = hi // 2  # does not fit
+    while hi - lo > 64:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if attempt(mid) is not None else (mid, hi)
+    out, stats = fn(hi)
+    assert stats["batches"] > 1, stats
+    assert 0 < stats["device_bytes"] <= hi, (stats, hi)
+    return out, stats
+
+
+@pytest.mark.cuda
+@requires_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("geometry", [GEOMETRIES[0], GEOMETRIES[1], ((15, 15), 9, 13, 2)],
+                         ids=["pool2", "overlap3", "split-windows169"])
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "nonsym"])
+def test_pooled_blocks_in_batches_under_a_memory_budget(rng, dtype, geometry, symmetric):
+    grid, d, size, stride = geometry
+    pooling = dccnn.make_pooling(grid, size, stride)
+    n1, n2 = (80, 50) if size == 13 else (37, 23)  # outputs must outweigh the patches
+    Z1 = make_patches(rng, n1, grid, d, dtype, "rbf")
+    Z2 = None if symmetric else make_patches(rng, n2, grid, d, dtype, "rbf")
+    Q = pooling.n_windows
+
+    def run(budget):
+        return _cuda_backend.pooled_kernel_blocks(
+            Z1, Z2, pooling.position_ptr, pooling.position_window, Q, 0, 0.7, 2, 1.0, 0.1,
+            max_device_memory=budget, return_stats=True)
+
+    got, stats = _batched(run)
+    want = dccnn.pooled_kernel_blocks(Z1, Z2, pooling=pooling, gamma=0.7, constant=0.1)
+    assert_close(got, want, dtype)
+    assert stats["split_windows"] == (size == 13)  # windows of 169 > the 128 / 64 of a tile
+
+
+@pytest.mark.cuda
+@requires_gpu
+def test_budget_is_respected_and_too_small_a_budget_is_a_memory_error(rng):
+    pooling = dccnn.make_pooling((12, 12), 2)
+    Z = make_patches(rng, 64, (12, 12), 9, np.float32, "rbf")
+    args = (Z, None, pooling.position_ptr, pooling.position_window, pooling.n_windows,
+            0, 1.0, 2, 1.0, 0.0)
+    with pytest.raises(MemoryError, match="budget"):
+        _cuda_backend.pooled_kernel_blocks(*args, max_device_memory=1000)
+    budget = 4 * 2**20
+    _, stats = _cuda_backend.pooled_kernel_blocks(*args, max_device_memory=budget,
+                                                  return_stats=True)
+    assert 0 < stats["device_bytes"] <= budget
+
+
+@pytest.mark.cuda
+@requires_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kernel,params", KERNELS, ids=KERNEL_IDS)
+@pytest.mark.parametrize("shape", [(300, 257, 25), (1, 1, 1), (130, None, 75), (129, 64, 33)],
+                         ids=["300x257", "1x1", "sym130-d75", "129x64-d33"])
+def test_kernel_matrix_matches_cpu(rng, dtype, kernel, params, shape):
+    n1, n2, d = shape
+    Z1 = make_patches(rng, 1, (n1, 1), d, dtype, kernel)[0]
+    Z2 = None if n2 is None else make_patches(rng, 1, (n2, 1), d, dtype, kernel)[0]
+    got = dccnn.kernel_matrix(Z1, Z2, kernel, device="cuda", **params)
+    assert_close(got, dccnn.kernel_matrix(Z1, Z2, kernel, **params), dtype)
+
+
+@pytest.mark.cuda
+@requires_gpu
+def test_kernel_matrix_in_batches(rng):
+    Z1 = rng.standard_normal((3000, 8)).astype(np.float32)
+    Z2 = rng.standard_normal((700, 8)).astype(np.float32)
+
+    def run(budget):
+        return _cuda_backend.get_cuda().kernel_matrix(Z1, Z2, 0, 0.5, 2, 1.0, 0.0, budget)
+
+    got, _ = _batched(run)
+    assert_close(got, dccnn.kernel_matrix(Z1, Z2, gamma=0.5), np.float32)
+
+
+@pytest.mark.cuda
+@requires_gpu
+def test_device_errors_are_python_exceptions(rng):
+    Z = rng.standard_normal((4, 9, 5))
+    pooling = dccnn.make_pooling((3, 3), 2, 1)
+    with pytest.raises(ValueError, match="inverse_polynomial"):
+        dccnn.pooled_kernel_blocks(Z * 10, pooling=pooling, kernel="inverse_polynomial",
+                                   device="cuda")
+    with pytest.raises(ValueError, match="inverse_polynomial"):
+        dccnn.kernel_matrix(Z[0] * 10, kernel="inverse_polynomial", device="cuda")
+    cuda = _cuda_backend.get_cuda()
+    bad_ptr = np.zeros(10, dtype=np.int64)  # no position belongs to any window
+    with pytest.raises(ValueError, match="pooling"):
+        cuda.pooled_kernel_blocks(Z, None, bad_ptr, np.zeros(0, np.int32), 4, 0, 1.0, 2, 1.0,
+                                  0.0)
+    info = _cuda_backend.device_info()
+    assert info["multiprocessors"] > 0 and info["memory_total"] > 0
+
+
+@pytest.mark.cuda
+@requires_gpu
+@pytest.mark.parametrize("tiles", [2, 3, 8])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("geometry", [GEOMETRIES[0], GEOMETRIES[3], GEOMETRIES[5]],
+                         ids=["pool2", "global144", "d48"])
+def test_blocks_of_several_tiles(rng, monkeypatch, tiles, dtype, geometry):
+    """Thread blocks that walk several column chunks, fetching the next one during this one."""
+    monkeypatch.setenv("DCCNN_CUDA_TILES_PER_BLOCK", str(tiles))
+    grid, d, size, stride = geometry
+    pooling = dccnn.make_pooling(grid, size, stride)
+    Z1 = make_patches(rng, 40, grid, d, dtype, "rbf")
+    for Z2 in (None, make_patches(rng, 31, grid, d, dtype, "rbf")):
+        got = dccnn.pooled_kernel_blocks(Z1, Z2, pooling=pooling, device="cuda")
+        assert_close(got, dccnn.pooled_kernel_blocks(Z1, Z2, pooling=pooling), dtype)
+    A = make_patches(rng, 1, (700, 1), d, dtype, "rbf")[0]
+    got = dccnn.kernel_matrix(A, A[:450], device="cuda", constant=0.5)
+    assert_close(got, dccnn.kernel_matrix(A, A[:450], constant=0.5), dtype)
+
+
+@pytest.mark.cuda
+@requires_gpu
+def test_large_output_through_pinned_staging(rng):
+    """Outputs of 64 MiB and more go to the host through pinned staging buffers."""
+    X = rng.random((84, 28, 28)).astype(np.float32)
+    Z = dccnn.extract_patches(X, 5)
+    pooling = dccnn.make_pooling((24, 24), 2)
+    got = dccnn.pooled_kernel_blocks(Z, pooling=pooling, device="cuda")  # 585 MB
+    assert_close(got, dccnn.pooled_kernel_blocks(Z, pooling=pooling), np.float32)
+    del got
+    Q = pooling.n_windows
+    got, stats = _cuda_backend.pooled_kernel_blocks(
+        Z, Z[:80], pooling.position_ptr, pooling.position_window, Q, 0, 0.04, 2, 1.0, 0.0,
+        max_device_memory=2**28, return_stats=True)  # 557 MB in several batches
+    assert stats["batches"] > 1
+    assert_close(got, dccnn.pooled_kernel_blocks(Z, Z[:80], pooling=pooling, gamma=0.04),
+                 np.float32)
