@@ -24,6 +24,7 @@ import scipy.optimize
 
 from ..certificate import Certificate, dual_objective, primal_objective
 from ..features import gram_M, scores_from_cross
+from .alm import alm_dual
 from .inner import InnerSolver
 
 
@@ -69,6 +70,9 @@ def solve_dual(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=1000, alpha0=None, 
                rank=None, random_state=None, callback=None, verbose=0, backend="auto"):
     n, K = Y.shape
     T = feats.Q * K
+    if mu == 0:
+        return _solve_hinge(feats, Y, loss, tol=tol, max_iter=max_iter, alpha0=alpha0,
+                            callback=callback, verbose=verbose)
     rng = np.random.default_rng(random_state)
     inner = InnerSolver(feats, Y, loss, alpha0=alpha0, seed=int(rng.integers(2**31)),
                         backend=backend)
@@ -141,6 +145,31 @@ def solve_dual(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=1000, alpha0=None, 
     cert = best.certificate()
     return DualResult(best.alpha, best.beta_primal, best.Sigma_primal, cert, V, state["it"],
                       converged, history, inner.epochs)
+
+
+def _solve_hinge(feats, Y, loss, *, tol, max_iter, alpha0, callback, verbose):
+    """The hinge loss leaves the inner problem of the factored form without strong concavity,
+    where coordinate descent crawls; the augmented Lagrangian (solvers/alm.py) is used instead."""
+    best = _Tracker()
+    history = []
+    start = time.perf_counter()
+
+    def after_outer():
+        gap = best.certificate().gap
+        elapsed = time.perf_counter() - start
+        history.append((len(history) + 1, gap, elapsed))
+        if callback is not None:
+            callback(len(history), gap, elapsed)
+        if verbose > 1:
+            print(f"  alm iter {len(history):5d}  gap {gap:.3e}  {elapsed:.2f}s")
+
+    _, Sigma, k = alm_dual(feats, Y, loss, best, tol=tol, max_iter=min(max_iter, 200),
+                           alpha0=alpha0, after_outer=after_outer)
+    cert = best.certificate()
+    w, U = scipy.linalg.eigh(Sigma)
+    V = U * np.sqrt(np.maximum(w, 0.0))
+    return DualResult(best.alpha, best.beta_primal, best.Sigma_primal, cert, V, k,
+                      cert.gap <= tol, history, 0)
 
 
 def _grow(V, M, rng):
