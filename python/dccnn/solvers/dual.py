@@ -1,4 +1,7 @@
-"""Certified dual solver (SPEC §3): the saddle form with a factored multiplier.
+"""Certified dual solver (SPEC §3).
+
+mu = 0: the augmented Lagrangian on M(alpha) <= I (solvers/alm.py), for every loss.
+mu > 0: the saddle form with a factored multiplier, below.
 
 The multiplier of the matrix inequality M(alpha) <= I is written Sigma = V V^T (V: T x r), so
 that (Burer-Monteiro) the problem becomes the smooth minimisation over V of
@@ -71,7 +74,7 @@ def solve_dual(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=1000, alpha0=None, 
     n, K = Y.shape
     T = feats.Q * K
     if mu == 0:
-        return _solve_hinge(feats, Y, loss, tol=tol, max_iter=max_iter, alpha0=alpha0,
+        return _solve_alm(feats, Y, loss, tol=tol, max_iter=max_iter, alpha0=alpha0,
                             callback=callback, verbose=verbose)
     rng = np.random.default_rng(random_state)
     inner = InnerSolver(feats, Y, loss, alpha0=alpha0, seed=int(rng.integers(2**31)),
@@ -147,9 +150,10 @@ def solve_dual(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=1000, alpha0=None, 
                       converged, history, inner.epochs)
 
 
-def _solve_hinge(feats, Y, loss, *, tol, max_iter, alpha0, callback, verbose):
-    """The hinge loss leaves the inner problem of the factored form without strong concavity,
-    where coordinate descent crawls; the augmented Lagrangian (solvers/alm.py) is used instead."""
+def _solve_alm(feats, Y, loss, *, tol, max_iter, alpha0, callback, verbose):
+    """mu = 0 through the augmented Lagrangian. (The factored form below also solves mu = 0
+    for smooth losses, but its inner coordinate descent crawls for the hinge loss, whose inner
+    problem is not strongly concave.)"""
     best = _Tracker()
     history = []
     start = time.perf_counter()
