@@ -6,6 +6,8 @@
 
 #include <string>
 
+#include "bindings/common.hpp"
+
 #include "dccnn/dual_cd.hpp"
 #include "dccnn/kernel_blocks.hpp"
 #include "dccnn/patches.hpp"
@@ -19,8 +21,9 @@ using dccnn::index_t;
 
 namespace {
 
-template <class T>
-using carray = py::array_t<T, py::array::c_style>;
+using dccnn_bindings::carray;
+using dccnn_bindings::kernel_spec;
+using dccnn_bindings::require;
 
 // Runs f without the GIL; Ctrl-C (PyErr_CheckSignals) stops it and re-raises here.
 template <class F>
@@ -44,20 +47,6 @@ void run_without_gil(F&& f) {
   }
 }
 
-void require(bool ok, const std::string& message) {
-  if (!ok) throw py::value_error(message);
-}
-
-dccnn::KernelSpec kernel_spec(int kind, double gamma, int degree, double coef0, double constant) {
-  require(kind >= 0 && kind <= 3, "kernel: unknown kind " + std::to_string(kind));
-  dccnn::KernelSpec s;
-  s.kind = static_cast<dccnn::KernelKind>(kind);
-  s.gamma = gamma;
-  s.degree = degree;
-  s.coef0 = coef0;
-  s.constant = constant;
-  return s;
-}
 
 template <class T>
 carray<T> extract_patches(const carray<T>& X, index_t size, index_t stride, index_t padding,

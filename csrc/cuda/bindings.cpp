@@ -7,6 +7,8 @@
 
 #include <string>
 
+#include "bindings/common.hpp"
+
 #include "cuda_kernels.hpp"
 
 namespace py = pybind11;
@@ -15,23 +17,10 @@ using dc::index_t;
 
 namespace {
 
-template <class T>
-using carray = py::array_t<T, py::array::c_style>;
+using dccnn_bindings::carray;
+using dccnn_bindings::kernel_spec;
+using dccnn_bindings::require;
 
-void require(bool ok, const std::string& message) {
-  if (!ok) throw py::value_error(message);
-}
-
-dccnn::KernelSpec kernel_spec(int kind, double gamma, int degree, double coef0, double constant) {
-  require(kind >= 0 && kind <= 3, "kernel: unknown kind " + std::to_string(kind));
-  dccnn::KernelSpec s;
-  s.kind = static_cast<dccnn::KernelKind>(kind);
-  s.gamma = gamma;
-  s.degree = degree;
-  s.coef0 = coef0;
-  s.constant = constant;
-  return s;
-}
 
 // Runs f without the GIL; the interrupt check (between batches) takes the GIL back briefly.
 template <class F>

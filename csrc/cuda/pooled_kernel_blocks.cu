@@ -844,17 +844,6 @@ void launch_tile_mode(int kind, int mode, bool split, const TileArgs<T>& a, int 
                : launch_tile_kind<T, kPooled, false>(kind, a, nca, ncb, tpb, s);
 }
 
-void validate_spec(const KernelSpec& s) {
-  if (!std::isfinite(s.gamma) || !std::isfinite(s.coef0) || !std::isfinite(s.constant))
-    throw std::invalid_argument("kernel parameters must be finite");
-  if (s.constant < 0) throw std::invalid_argument("constant: must be >= 0");
-  if (s.kind == KernelKind::rbf && s.gamma <= 0) throw std::invalid_argument("gamma: must be > 0");
-  if (s.kind == KernelKind::polynomial && s.degree < 1)
-    throw std::invalid_argument("degree: must be >= 1");
-  if (static_cast<int>(s.kind) < 0 || static_cast<int>(s.kind) > 3)
-    throw std::invalid_argument("kernel: unknown kind");
-}
-
 template <class T>
 void check_unit_ball(const T* Z, index_t rows, index_t d, const char* name) {
   for (index_t i = 0; i < rows; ++i) {
@@ -1295,7 +1284,7 @@ DeviceInfo device_info() {
 template <class T>
 RunStats kernel_matrix(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t d,
                        const KernelSpec& spec, T* out, const Options& opt) {
-  validate_spec(spec);
+  dccnn::validate(spec);
   if (spec.kind == KernelKind::inverse_polynomial) {
     check_unit_ball(Z1, n1, d, "Z1");
     if (Z2 && Z2 != Z1) check_unit_ball(Z2, n2, d, "Z2");
@@ -1309,7 +1298,7 @@ RunStats pooled_kernel_blocks(const T* Z1, index_t n1, const T* Z2, index_t n2, 
                               index_t d, const index_t* position_ptr,
                               const std::int32_t* position_window, index_t n_windows,
                               const KernelSpec& spec, T* out, const Options& opt) {
-  validate_spec(spec);
+  dccnn::validate(spec);
   const WindowLayout L = make_layout(P, position_ptr, position_window, n_windows);
   if (spec.kind == KernelKind::inverse_polynomial) {
     check_unit_ball(Z1, n1 * P, d, "Z1");
