@@ -91,24 +91,11 @@ py::tuple pooled_kernel_blocks(const carray<T>& Z1, const py::object& Z2_or_none
                                const carray<std::int32_t>& position_window, index_t n_windows,
                                int kind, double gamma, int degree, double coef0, double constant,
                                std::int64_t max_device_memory, bool discard_output) {
-  require(Z1.ndim() == 3, "Z1: expected a 3-d array (n1, P, d)");
-  const index_t n1 = Z1.shape(0), P = Z1.shape(1), d = Z1.shape(2);
-  require(position_ptr.ndim() == 1 && position_ptr.shape(0) == P + 1,
-          "pooling: position_ptr must have P + 1 entries");
-  require(position_window.ndim() == 1 &&
-              position_window.shape(0) == position_ptr.at(static_cast<py::ssize_t>(P)),
-          "pooling: position_window length must equal position_ptr[-1]");
+  const auto args = dccnn_bindings::check_pooled_args(Z1, Z2_or_none, position_ptr,
+                                                      position_window);
+  const index_t n1 = args.n1, n2 = args.n2, P = args.P, d = args.d;
+  const T* b = args.b;
   require(n_windows >= 1, "pooling: n_windows must be >= 1");
-  carray<T> Z2;
-  const T* b = nullptr;
-  index_t n2 = n1;
-  if (!Z2_or_none.is_none()) {
-    Z2 = Z2_or_none.cast<carray<T>>();
-    require(Z2.ndim() == 3 && Z2.shape(1) == P && Z2.shape(2) == d,
-            "Z2: expected a 3-d array (n2, P, d) with the P and d of Z1");
-    n2 = Z2.shape(0);
-    b = Z2.data();
-  }
   const auto spec = kernel_spec(kind, gamma, degree, coef0, constant);
   py::object result = py::none();
   T* o = nullptr;
