@@ -8,6 +8,8 @@ __version__ = "0.1.0"
 
 from ._backend import get_backend, has_compiled_core
 from .layer import ConvexLayer, fit_layer
+from .network import LayerSpec, Network
+from .persistence import load, save
 from .kernels import kernel_matrix, pooled_kernel_blocks, resolve_kernel
 from .patches import ZCAWhitening, extract_patches, patch_grid_shape
 from .pooling import Pooling, make_pooling
@@ -15,6 +17,8 @@ from .pooling import Pooling, make_pooling
 __all__ = [
     "__version__",
     "ConvexLayer",
+    "LayerSpec",
+    "Network",
     "Pooling",
     "fit_layer",
     "ZCAWhitening",
@@ -22,8 +26,10 @@ __all__ = [
     "get_backend",
     "has_compiled_core",
     "kernel_matrix",
+    "load",
     "make_pooling",
     "patch_grid_shape",
     "pooled_kernel_blocks",
     "resolve_kernel",
+    "save",
 ]

@@ -4,17 +4,21 @@ import time
 import warnings
 
 import numpy as np
+import scipy.linalg
 from sklearn.exceptions import ConvergenceWarning
 
 from ._memory import check_allocation
 from ._targets import encode_targets
 from ._validation import check_choice, check_float, check_int
-from .features import (ExactFeatures, ExplicitFeatures, LinearMap, NystroemMap, RandomFourierMap,
-                       cross_from_blocks, exact_features, scores_from_cross)
+from .certificate import Certificate, primal_objective
+from .features import (ExplicitFeatures, LinearMap, NystroemMap, RandomFourierMap,
+                       cross_from_blocks, exact_features)
 from .kernels import pooled_kernel_blocks, resolve_kernel
 from .losses import LOSSES, get_loss
 from .patches import as_images, extract_patches, patch_grid_shape
+from .persistence import save
 from .pooling import make_pooling
+from .recovery import conv_outputs, network_scores, recover, reduced_solve, singular_basis
 from .solvers.dual import solve_dual
 from .solvers.fista import fista
 
@@ -22,8 +26,19 @@ FEATURES = ("exact", "nystroem", "random_fourier")
 SOLVERS = ("dual", "primal")
 
 
+# Budget for the pooled kernel blocks of one batch of new images against the support images.
+EXPANSION_BATCH_BYTES = 256 * 2**20
+
+
 class ConvexLayer:
-    """A fitted convexified layer. Attributes follow SPEC §8; see ``fit_layer``."""
+    """A fitted convexified layer, i.e. a recovered two-layer network (SPEC §4, §8).
+
+    Its conv layer has ``n_filters_`` filters in the kernel's RKHS; ``transform`` gives their
+    average-pooled outputs and ``linear_weights_`` (r, Q, K) maps those to the K outputs.
+    Exact back-end: the filters are kernel expansions over the patches of the support images
+    (``beta != 0``), ``h_l(z) = sum_t F[t, l] sum_j beta[j, c_t] mean_{p in S_q_t} k(z_p(x_j), z)``.
+    Explicit back-ends: the filters are vectors ``filters_`` (m, r) in the feature space.
+    """
 
     def _patches(self, X):
         X = as_images(X)
@@ -34,19 +49,37 @@ class ConvexLayer:
                             n_jobs=self.n_jobs)
         return Z.astype(self.dtype_, copy=False)
 
-    def decision_function(self, X):
-        """f(x) for images X -> (n, K)."""
+    def _pooled_outputs(self, X):
+        """u[i, q, l]: the pooled output of filter l in pooling window q, (n, Q, r) float64."""
         Z = self._patches(X)
         if self.feature_map_ is not None:
-            psi = self.feature_map_.transform(Z)
-            return ExplicitFeatures(psi).scores(self.A_)
+            return self.feature_map_.transform(Z).astype(np.float64) @ self.filters_
         p = self.kernel_params_
-        blocks = pooled_kernel_blocks(Z, self.support_patches_, pooling=self.pooling_,
-                                      kernel=p.kernel, gamma=p.gamma, degree=p.degree,
-                                      coef0=p.coef0, constant=p.constant, backend=self.backend,
-                                      n_jobs=self.n_jobs)
-        H = cross_from_blocks(blocks, self.support_beta_)
-        return scores_from_cross(H, self.Sigma_)
+        ns, Q = self.support_patches_.shape[0], self.pooling_.n_windows
+        batch = max(1, EXPANSION_BATCH_BYTES // max(1, ns * Q * Q * Z.itemsize))
+        out = np.empty((Z.shape[0], Q, self.n_filters_))
+        for s in range(0, Z.shape[0], batch):
+            blocks = pooled_kernel_blocks(Z[s:s + batch], self.support_patches_,
+                                          pooling=self.pooling_, kernel=p.kernel, gamma=p.gamma,
+                                          degree=p.degree, coef0=p.coef0, constant=p.constant,
+                                          backend=self.backend, n_jobs=self.n_jobs)
+            out[s:s + batch] = conv_outputs(cross_from_blocks(blocks, self.support_beta_),
+                                            self.filter_coef_)
+        return out
+
+    def transform(self, X):
+        """Pooled outputs of the recovered conv layer, (n, r, Hq, Wq): the input images of a
+        next layer."""
+        U = self._pooled_outputs(X)
+        Hq, Wq = self.pooling_.out_shape
+        return np.ascontiguousarray(U.transpose(0, 2, 1).reshape(U.shape[0], -1, Hq, Wq),
+                                    dtype=self.dtype_)
+
+    def decision_function(self, X):
+        """f(x) for images X -> (n, K)."""
+        U = self._pooled_outputs(X)
+        return network_scores(U, self.linear_weights_.reshape(self.n_filters_, -1),
+                              self.n_outputs_)
 
     def predict(self, X):
         F = self.decision_function(X)
@@ -55,6 +88,10 @@ class ConvexLayer:
         if F.shape[1] == 1:
             return self.classes_[(F[:, 0] > 0).astype(int)]
         return self.classes_[np.argmax(F, axis=1)]
+
+    def save(self, path):
+        """Write the fitted layer to ``path`` (.npz, see ``dccnn.load``)."""
+        save(self, path)
 
 
 def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_stride=None,
@@ -146,40 +183,75 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
         A, alpha, cert, n_iter, history = fista(
             feats, Y, lossobj, mu, tol=tol, max_iter=max_iter or 10000, A0=A0,
             callback=callback)
-        layer.A_ = A
         layer.alpha_ = alpha
-        converged = cert.gap <= tol
+        layer.A_ = A
+        solver_converged = cert.gap <= tol
+        filters, weights, _ = singular_basis(A)
+        U = feats.psi.astype(np.float64) @ filters
+        if max_filters is not None and filters.shape[1] > max_filters:
+            # keep the strongest filters and refit their linear weights
+            filters, U = filters[:, :max_filters], U[:, :, :max_filters]
+            weights = reduced_solve(U, Y, lossobj, mu, weights[:max_filters], tol, 20000,
+                                    random_state)
+            P, weights, _ = singular_basis(weights)
+            filters, U = filters @ P, U @ P
+        layer.filters_ = filters
+        layer.recovery_method_ = "primal_point"
+        sv = scipy.linalg.svdvals(weights) if weights.size else np.zeros(0)
+        primal = primal_objective(sv**2, network_scores(U, weights, K), Y, lossobj, mu)
     else:
         alpha0 = getattr(warm_start, "alpha_", None)
         V0 = getattr(warm_start, "multiplier_factor_", None)
         res = solve_dual(feats, Y, lossobj, mu, tol=tol, max_iter=max_iter or 2000,
                          alpha0=alpha0, V0=V0, random_state=random_state, callback=callback,
                          verbose=verbose, backend=backend)
-        cert, n_iter, history, converged = res.certificate, res.n_iter, res.history, res.converged
+        cert, n_iter, history = res.certificate, res.n_iter, res.history
+        solver_converged = res.converged
         layer.alpha_ = res.alpha
         layer.multiplier_factor_ = res.V
         layer.inner_epochs_ = res.inner_epochs
+        # the network is recovered from the certified (feasible) dual point, or from the
+        # solver's primal point when that is closer to the optimum (recovery.recover)
+        beta = lossobj.beta(res.alpha / cert.dual_scale, Y)
+        primal_point = (feats.cross(res.beta_primal), res.beta_primal, res.Sigma_primal)
+        rec = recover((feats.cross(beta), beta), Y, lossobj, mu, cert.dual, solver_gap=cert.gap,
+                      tol=tol, primal_point=primal_point, max_filters=max_filters,
+                      random_state=random_state)
+        weights, primal = rec.weights, rec.primal
         if features == "exact":
-            support = np.flatnonzero(np.abs(res.beta_primal).sum(axis=1) > 0)
+            support = np.flatnonzero(np.any(rec.beta != 0, axis=1))
             layer.support_ = support
             layer.support_patches_ = Z[support]
-            layer.support_beta_ = res.beta_primal[support]
-            layer.Sigma_ = res.Sigma_primal
+            layer.support_beta_ = rec.beta[support]
+            layer.filter_coef_ = rec.filter_coef
         else:
-            layer.A_ = feats.G(res.beta_primal) @ res.Sigma_primal
-    layer.primal_objective_ = cert.primal
+            layer.filters_ = feats.G(rec.beta) @ rec.filter_coef
+            layer.A_ = layer.filters_ @ weights
+        layer.recovery_method_ = rec.method
+        layer.rank_candidates_ = rec.rank_candidates
+    r = weights.shape[0]
+    layer.n_filters_ = r
+    layer.linear_weights_ = weights.reshape(r, pooling.n_windows, K)
+    layer.nuclear_norm_ = float(np.sum(scipy.linalg.svdvals(weights))) if r else 0.0
+    layer.solver_gap_ = cert.gap
+    layer.primal_objective_ = primal
     layer.dual_objective_ = cert.dual
     layer.dual_scale_ = cert.dual_scale
-    layer.gap_ = cert.gap
+    layer.gap_ = Certificate(primal, cert.dual, cert.dual_scale).gap
     layer.n_iter_ = n_iter
-    layer.converged_ = converged
+    layer.converged_ = solver_converged and layer.gap_ <= tol
     layer.history_ = history
     layer.fit_time_ = time.perf_counter() - t_start
-    if not converged:
+    if not solver_converged:
         warnings.warn(f"fit_layer: stopped after {n_iter} iterations at relative duality gap "
                       f"{cert.gap:.3e} > tol={tol:g}; raise max_iter or tol", ConvergenceWarning,
                       stacklevel=2)
+    elif layer.gap_ > max(tol, cert.gap) and max_filters is None:
+        warnings.warn(f"fit_layer: the recovered network's relative duality gap is "
+                      f"{layer.gap_:.3e} (the solver reached {cert.gap:.3e}); lower tol for a "
+                      f"more accurate dual solution", ConvergenceWarning, stacklevel=2)
     if verbose:
-        print(f"[dccnn] layer done: primal {cert.primal:.8g}, dual {cert.dual:.8g}, "
-              f"gap {cert.gap:.2e}, {n_iter} iterations, {layer.fit_time_:.2f}s")
+        print(f"[dccnn] layer done: primal {primal:.8g}, dual {cert.dual:.8g}, "
+              f"gap {layer.gap_:.2e}, {r} filters, {n_iter} iterations, "
+              f"{layer.fit_time_:.2f}s")
     return layer
