@@ -23,10 +23,12 @@ def available_memory():
         return None
 
 
-def check_allocation(shape, dtype, what, *, max_memory=None, advice=""):
+def check_allocation(shape, dtype, what, *, max_memory=None, advice="", argument="max_memory"):
     """Raise MemoryError when an array of ``shape`` and ``dtype`` would exceed the budget.
 
-    ``max_memory`` is a byte count; None means half of the memory available now.
+    ``max_memory`` is a byte count; None means half of the memory available now. The message
+    starts with ``argument``, the argument the caller can change (like every error of
+    ``dccnn._validation``).
     """
     nbytes = int(np.prod([int(s) for s in shape], dtype=object)) * np.dtype(dtype).itemsize
     budget = max_memory
@@ -35,7 +37,7 @@ def check_allocation(shape, dtype, what, *, max_memory=None, advice=""):
         budget = None if avail is None else int(avail * DEFAULT_FRACTION)
     if budget is not None and nbytes > budget:
         raise MemoryError(
-            f"{what} would take {nbytes / 2**30:.2f} GiB (shape {tuple(shape)}, {np.dtype(dtype)}),"
-            f" over the budget of {budget / 2**30:.2f} GiB. {advice}".rstrip()
+            f"{argument}: {what} would take {nbytes / 2**30:.2f} GiB (shape {tuple(shape)}, "
+            f"{np.dtype(dtype)}), over the budget of {budget / 2**30:.2f} GiB. {advice}".rstrip()
         )
     return nbytes

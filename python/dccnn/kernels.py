@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import _cuda_backend
 from ._backend import get_backend
 from ._memory import check_allocation
@@ -36,6 +38,44 @@ def resolve_kernel(kernel, d, *, gamma=None, degree=2, coef0=1.0, constant=0.0):
     return KernelParams(kernel, gamma, degree, coef0, constant)
 
 
+def check_kernel_inputs(params, dtype, arrays):
+    """Refuse parameters and inputs that overflow ``dtype`` inside the kernel evaluation.
+
+    The core evaluates in ``dtype``: gamma, coef0 and constant must be representable in it, and
+    squared row norms must leave room for ``|z|^2 + |z'|^2 - 2 <z, z'>`` (<= 4 max |z|^2);
+    beyond that the rbf kernel gives NaN (inf - inf) and the others inf. ``arrays`` maps
+    argument names to (..., d) arrays.
+    """
+    largest = float(np.finfo(dtype).max)
+    for name in ("gamma", "coef0", "constant"):
+        value = getattr(params, name)
+        if abs(value) > largest:
+            raise ValueError(f"{name}: {value:g} overflows {np.dtype(dtype).name}, the dtype of "
+                             f"the patches; pass float64 patches or a smaller {name}")
+    norm_bound = np.sqrt(largest / 4)
+    for name, Z in arrays.items():
+        # scaled so that the norms themselves cannot overflow
+        scale = float(np.abs(Z).max())
+        if scale == 0:
+            continue
+        norm = scale * float(np.sqrt(np.square(Z / scale, dtype=np.float64).sum(axis=-1).max()))
+        if norm > norm_bound:
+            raise ValueError(f"{name}: patch norms up to {norm:.3g} overflow the kernel "
+                             f"evaluation in {np.dtype(dtype).name} (they must stay below "
+                             f"{norm_bound:.3g}); rescale the patches"
+                             + (" or pass float64" if dtype == np.float32 else ""))
+
+
+def check_kernel_values(out, params):
+    """The polynomial kernel can still overflow ((<z, z'> + coef0)^degree): say so instead of
+    returning inf."""
+    if not np.isfinite(out).all():
+        raise ValueError(f"kernel: the {params.kernel} kernel overflows {out.dtype.name} on these "
+                         f"patches (degree={params.degree}, coef0={params.coef0:g}, "
+                         f"constant={params.constant:g}); lower the degree or rescale the patches")
+    return out
+
+
 def kernel_matrix(Z1, Z2=None, kernel="rbf", *, gamma=None, degree=2, coef0=1.0, constant=0.0,
                   backend="auto", n_jobs=None, max_memory=None, device="cpu"):
     """Kernel values between the rows of ``Z1`` (n1, d) and ``Z2`` (n2, d) -> (n1, n2).
@@ -57,12 +97,14 @@ def kernel_matrix(Z1, Z2=None, kernel="rbf", *, gamma=None, degree=2, coef0=1.0,
     Z1, Z2 = Z1.astype(dtype, copy=False), Z2.astype(dtype, copy=False)
     params = resolve_kernel(kernel, Z1.shape[1], gamma=gamma, degree=degree, coef0=coef0,
                             constant=constant)
+    check_kernel_inputs(params, dtype, {"Z1": Z1, "Z2": Z2})
     check_allocation((Z1.shape[0], Z2.shape[0]), dtype, "kernel_matrix", max_memory=max_memory,
                      advice="Evaluate it in row blocks.")
     if device == "cuda":
-        return _cuda_backend.kernel_matrix(Z1, Z2, *params.core_args())
-    return get_backend(backend).kernel_matrix(Z1, Z2, *params.core_args(),
-                                              n_threads_from_n_jobs(n_jobs))
+        return check_kernel_values(_cuda_backend.kernel_matrix(Z1, Z2, *params.core_args()),
+                                   params)
+    return check_kernel_values(get_backend(backend).kernel_matrix(
+        Z1, Z2, *params.core_args(), n_threads_from_n_jobs(n_jobs)), params)
 
 
 def pooled_kernel_blocks(Z1, Z2=None, *, pooling, kernel="rbf", gamma=None, degree=2, coef0=1.0,
@@ -98,9 +140,12 @@ def pooled_kernel_blocks(Z1, Z2=None, *, pooling, kernel="rbf", gamma=None, degr
                      advice="Use explicit features (features='nystroem') or fewer images.")
     params = resolve_kernel(kernel, Z1.shape[2], gamma=gamma, degree=degree, coef0=coef0,
                             constant=constant)
+    check_kernel_inputs(params, dtype, {"Z1": Z1} if Z2_arr is None else {"Z1": Z1, "Z2": Z2_arr})
     if device == "cuda":
-        return _cuda_backend.pooled_kernel_blocks(
+        blocks = _cuda_backend.pooled_kernel_blocks(
             Z1, Z2_arr, pooling.position_ptr, pooling.position_window, Q, *params.core_args())
-    return get_backend(backend).pooled_kernel_blocks(
-        Z1, Z2_arr, pooling.position_ptr, pooling.position_window, Q, *params.core_args(),
-        n_threads_from_n_jobs(n_jobs))
+    else:
+        blocks = get_backend(backend).pooled_kernel_blocks(
+            Z1, Z2_arr, pooling.position_ptr, pooling.position_window, Q, *params.core_args(),
+            n_threads_from_n_jobs(n_jobs))
+    return check_kernel_values(blocks, params)

@@ -45,12 +45,24 @@ def extract_patches(X, size, stride=1, padding=0, *, normalize=False, eps=0.1, b
     d = X.shape[1] * size * size
     check_allocation((X.shape[0], grid[0] * grid[1], d), X.dtype, "extract_patches",
                      max_memory=max_memory, advice="Extract patches in batches of images.")
+    if normalize:
+        _check_norms_representable(X, d)
     be = get_backend(backend)
     n_threads = n_threads_from_n_jobs(n_jobs)
     Z = be.extract_patches(X, size, stride, padding, n_threads)
     if normalize:
         be.normalize_patches(Z, True, True, eps, n_threads)
     return Z
+
+
+def _check_norms_representable(X, d):
+    """The normalisation sums d squared centred values in float64 (|z - mean| <= 2 max|x|):
+    beyond this bound the norm overflows to inf and every patch would silently become 0."""
+    bound = np.sqrt(np.finfo(np.float64).max / (4 * d))
+    largest = float(np.abs(X).max())
+    if largest > bound:
+        raise ValueError(f"X: values up to {largest:.3g} overflow the patch norms of "
+                         f"normalize=True (|x| must stay below {bound:.3g}); rescale X")
 
 
 class ZCAWhitening:
@@ -65,8 +77,12 @@ class ZCAWhitening:
         Z = as_float_array(Z, "Z", ndims={2, 3})
         eps = check_float(self.eps, "eps", minimum=0, exclusive=True)
         flat = Z.reshape(-1, Z.shape[-1]).astype(np.float64)
-        self.mean_ = flat.mean(axis=0)
-        cov = np.cov(flat - self.mean_, rowvar=False, bias=True).reshape(flat.shape[1], -1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.mean_ = flat.mean(axis=0)
+            cov = np.cov(flat - self.mean_, rowvar=False, bias=True).reshape(flat.shape[1], -1)
+        if not (np.isfinite(self.mean_).all() and np.isfinite(cov).all()):
+            raise ValueError(f"Z: values up to {np.abs(flat).max():.3g} overflow the covariance "
+                             "of the patches in float64; rescale Z")
         evals, evecs = scipy.linalg.eigh(cov)
         self.components_ = (evecs / np.sqrt(np.maximum(evals, 0) + eps)) @ evecs.T
         return self
@@ -78,7 +94,11 @@ class ZCAWhitening:
         if Z.shape[-1] != self.mean_.shape[0]:
             raise ValueError(f"Z: expected patches of dimension {self.mean_.shape[0]}, "
                              f"got {Z.shape[-1]}")
-        out = (Z - self.mean_.astype(Z.dtype)) @ self.components_.astype(Z.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = (Z - self.mean_.astype(Z.dtype)) @ self.components_.astype(Z.dtype)
+        if not np.isfinite(out).all():
+            raise ValueError(f"Z: whitening overflows {Z.dtype.name} on these patches (values up "
+                             f"to {np.abs(Z).max():.3g}); rescale Z or use float64")
         return out.astype(Z.dtype, copy=False)
 
     def fit_transform(self, Z):

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._memory import check_allocation
 from ._validation import check_int
 
 
@@ -43,6 +44,8 @@ def make_pooling(grid_shape, size=None, stride=None):
     ``size=None`` means no pooling (every position is its own window); ``stride=None`` means
     ``stride = size``.
     """
+    if isinstance(grid_shape, (str, bytes)) or not hasattr(grid_shape, "__len__"):
+        raise TypeError(f"grid_shape: expected a pair (rows, cols), got {grid_shape!r}")
     if len(grid_shape) != 2:
         raise ValueError(f"grid_shape: expected (rows, cols), got {grid_shape!r}")
     Hp, Wp = (check_int(s, "grid_shape", minimum=1) for s in grid_shape)
@@ -53,6 +56,10 @@ def make_pooling(grid_shape, size=None, stride=None):
     if size > Hp or size > Wp:
         raise ValueError(f"pool_size: a {size}x{size} window does not fit the {Hp}x{Wp} grid")
     Hq, Wq = (Hp - size) // stride + 1, (Wp - size) // stride + 1
+    # One (position, window) pair per member of every window, plus the CSR pointers: a huge
+    # grid must fail here, not after minutes of building lists.
+    check_allocation((Hp * Wp + 1 + Hq * Wq * size * size,), np.int64, "make_pooling",
+                     argument="grid_shape", advice="Use a smaller grid of patch positions.")
     members = [[] for _ in range(Hp * Wp)]
     for qy in range(Hq):
         for qx in range(Wq):

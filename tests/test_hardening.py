@@ -1,0 +1,246 @@
+"""Reproducibility and concurrency (issue 8): the same random_state gives bit-identical fits;
+the compiled core gives the same results from several Python threads at once, next to
+OpenBLAS's threads, and stops within a second on Ctrl-C."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import dccnn
+from _refs import ref_kernel, ref_pool_matrix, ref_pooled_blocks, requires_core
+
+RNG = np.random.default_rng(2024)
+IMAGES = RNG.standard_normal((8, 1, 6, 6))
+LABELS = np.arange(8) % 2
+PATCHES = RNG.standard_normal((6, 16, 4)) / 2          # a 4x4 grid of positions, d = 4
+POOLING = dccnn.make_pooling((4, 4), 2, 2)
+
+
+def _fit(**kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                  # short fits: ConvergenceWarning
+        return dccnn.fit_layer(IMAGES, LABELS, patch_size=3, pool_size=2, tol=1e-4,
+                               max_iter=50, random_state=7, **kwargs)
+
+
+def _fingerprint(layer):
+    """Everything a fit produces that a user sees."""
+    return (layer.alpha_, np.array([layer.primal_objective_, layer.dual_objective_,
+                                    layer.gap_]), layer.decision_function(IMAGES))
+
+
+def _assert_bit_identical(a, b):
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reproducibility
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("features,solver", [("exact", "dual"), ("nystroem", "dual"),
+                                             ("nystroem", "primal"),
+                                             ("random_fourier", "dual")])
+def test_same_random_state_gives_bit_identical_fits(features, solver):
+    kw = dict(features=features, solver=solver, n_jobs=1)
+    if features != "exact":
+        kw["n_components"] = 12       # fewer than the patches: the random draw matters
+    _assert_bit_identical(_fingerprint(_fit(**kw)), _fingerprint(_fit(**kw)))
+
+
+def test_random_state_matters_for_random_features():
+    # the check above would pass trivially if random_state were ignored
+    a = _fit(features="random_fourier", n_components=12, n_jobs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        b = dccnn.fit_layer(IMAGES, LABELS, patch_size=3, pool_size=2, tol=1e-4, max_iter=50,
+                            random_state=8, features="random_fourier", n_components=12,
+                            n_jobs=1)
+    assert not np.array_equal(a.decision_function(IMAGES), b.decision_function(IMAGES))
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numba"])
+def test_kernels_do_not_depend_on_the_thread_count(backend):
+    # Every kernel value and pooled block entry is computed by one thread in a fixed order,
+    # so the thread count cannot change a bit.
+    if backend == "cpp" and not dccnn.has_compiled_core():
+        pytest.skip("compiled core not built")
+    Z = RNG.standard_normal((37, 9))
+    for fn in (lambda n: dccnn.kernel_matrix(Z, Z[:23], backend=backend, n_jobs=n),
+               lambda n: dccnn.pooled_kernel_blocks(PATCHES, pooling=POOLING, backend=backend,
+                                                    n_jobs=n),
+               lambda n: dccnn.extract_patches(IMAGES, 3, normalize=True, backend=backend,
+                                               n_jobs=n)):
+        np.testing.assert_array_equal(fn(1), fn(2))
+
+
+@pytest.mark.parametrize("features", ["exact", "nystroem"])
+def test_fits_do_not_depend_on_n_jobs(features):
+    # n_jobs only splits the kernel evaluations (bit-identical, above) and the patch
+    # extraction; the solvers themselves run in one thread in a fixed order, so the fit is
+    # bit-identical too. (Only the BLAS calls of numpy could change this, and they do not
+    # depend on n_jobs.)
+    _assert_bit_identical(_fingerprint(_fit(features=features, n_jobs=1)),
+                          _fingerprint(_fit(features=features, n_jobs=2)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Several Python threads at once
+# ---------------------------------------------------------------------------------------------
+
+@requires_core
+def test_core_from_four_threads_matches_serial_calls():
+    Z = RNG.standard_normal((150, 25)).astype(np.float32)
+    calls = {
+        "kernel_matrix": lambda: dccnn.kernel_matrix(Z, Z[:90], gamma=0.1, backend="cpp"),
+        "pooled_kernel_blocks": lambda: dccnn.pooled_kernel_blocks(
+            PATCHES, PATCHES[:4], pooling=POOLING, backend="cpp"),
+        "extract_patches": lambda: dccnn.extract_patches(IMAGES, 3, normalize=True,
+                                                         backend="cpp"),
+    }
+    serial = {name: call() for name, call in calls.items()}
+    # the serial results are right, so the comparison below is against a verified value
+    np.testing.assert_allclose(serial["kernel_matrix"], ref_kernel(Z, Z[:90], "rbf", gamma=0.1),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        serial["pooled_kernel_blocks"],
+        ref_pooled_blocks(PATCHES, PATCHES[:4], ref_pool_matrix((4, 4), 2, 2), "rbf"),
+        rtol=1e-12)
+
+    n_threads, rounds = 4, 25
+    barrier = threading.Barrier(n_threads)
+    mismatches, errors = [], []
+
+    def worker(k):
+        try:
+            barrier.wait()
+            for r in range(rounds):
+                name = list(calls)[(k + r) % len(calls)]     # all three run at the same time
+                if not np.array_equal(calls[name](), serial[name]):
+                    mismatches.append((k, r, name))
+        except Exception as exc:                             # reported below, not swallowed
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    assert not errors, errors
+    assert not mismatches, mismatches
+
+
+def _run_script(source, timeout=180):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.dirname(dccnn.__file__))]
+        + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(source)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@requires_core
+def test_openmp_next_to_openblas_threads():
+    # numpy's OpenBLAS keeps its own thread pool busy in a matmul in one Python thread while
+    # dccnn's OpenMP threads run in another: both results must be right and the process
+    # must exit cleanly (no clash of the two runtimes, no hang at exit).
+    proc = _run_script("""
+        import threading
+        import numpy as np
+        import dccnn
+
+        rng = np.random.default_rng(0)
+        A = rng.standard_normal((600, 600))
+        Z = rng.standard_normal((400, 30))
+        ref_gemm = A @ A
+        sq = (Z ** 2).sum(1)
+        ref_kernel = np.exp(-0.05 * np.maximum(sq[:, None] + sq[None, :] - 2 * Z @ Z.T, 0))
+        stop = threading.Event()
+        gemm_errors = []
+
+        def blas_load():
+            while not stop.is_set():
+                if not np.allclose(A @ A, ref_gemm, rtol=1e-12, atol=1e-9):
+                    gemm_errors.append("matmul")
+
+        t = threading.Thread(target=blas_load)
+        t.start()
+        try:
+            for _ in range(20):
+                K = dccnn.kernel_matrix(Z, kernel="rbf", gamma=0.05, backend="cpp", n_jobs=2)
+                assert np.abs(K - ref_kernel).max() < 1e-12
+        finally:
+            stop.set()
+            t.join()
+        assert not gemm_errors, gemm_errors
+        print("coexistence OK")
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "coexistence OK" in proc.stdout
+
+
+LONG_CALLS = {
+    # each takes several seconds on 2 cores and returns a small result
+    "pooled_kernel_blocks": """
+        Z = rng.standard_normal((60, 576, 25)).astype(np.float32)
+        pooling = dccnn.make_pooling((24, 24), 24)
+        call = lambda: dccnn.pooled_kernel_blocks(Z, pooling=pooling, backend="cpp")
+    """,
+    "kernel_matrix": """
+        Z = rng.standard_normal((4000, 4096)).astype(np.float32)
+        call = lambda: dccnn.kernel_matrix(Z, backend="cpp")
+    """,
+}
+
+
+@requires_core
+@pytest.mark.parametrize("name", LONG_CALLS)
+def test_ctrl_c_interrupts_a_long_call_within_a_second(name):
+    source = "\n".join([
+        "import signal",
+        "import numpy as np",
+        "import dccnn",
+        # a process started with SIGINT ignored (e.g. a background job) would keep ignoring it
+        "signal.signal(signal.SIGINT, signal.default_int_handler)",
+        "rng = np.random.default_rng(0)",
+        textwrap.dedent(LONG_CALLS[name]),
+        textwrap.dedent("""
+            print("started", flush=True)
+            try:
+                call()
+                print("completed", flush=True)
+            except KeyboardInterrupt:
+                print("interrupted", flush=True)
+            # the core is usable afterwards: no lock or state left behind
+            X = np.arange(32.0).reshape(2, 4, 4)
+            P = dccnn.extract_patches(X, 2, backend="cpp")
+            assert P.shape == (2, 9, 4) and P[1, 0].tolist() == [16.0, 17.0, 20.0, 21.0]
+            print("usable", flush=True)
+        """),
+    ])
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(dccnn.__file__)))
+    proc = subprocess.Popen([sys.executable, "-c", source], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "started", proc.stderr.read()
+        time.sleep(0.5)
+        sent = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        line = proc.stdout.readline().strip()
+        latency = time.perf_counter() - sent
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert line == "interrupted", (line, err[-2000:])
+    assert latency < 1.0, f"KeyboardInterrupt arrived {latency:.2f} s after SIGINT"
+    assert rest.split() == ["usable"] and proc.returncode == 0, (rest, err[-2000:])
