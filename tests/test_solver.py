@@ -108,13 +108,6 @@ def make_problem(loss, K, seed, n=36, side=5):
     return X, y
 
 
-# Known limitation (issue 3): with the hinge loss the inner problem is not strongly concave and
-# the factored dual solver stalls far from 1e-7 on most of these problems (100 s and more).
-HINGE_STALLS = pytest.mark.xfail(run=False, reason="dual solver stalls on the hinge loss")
-CASES = [pytest.param(*c, marks=HINGE_STALLS) if c[0] == "hinge" and c[1] > 0 else c
-         for c in CASES]
-
-
 @pytest.mark.parametrize("loss,mu,K,pool,seed", CASES)
 def test_matches_cvxpy(loss, mu, K, pool, seed):
     X, y = make_problem(loss, K, seed)

@@ -9,6 +9,12 @@ The update puts mass back wherever M exceeds I, so directions of Sigma that are 
 (what the alternating scheme of SPEC §7 lacks). grad psi = L'(alpha) - y * f(G(beta) Sigma_+):
 one cross product per evaluation. It is smooth even for the hinge loss, whose inner problem
 for a fixed Sigma is not strongly concave.
+
+The penalty c trades outer for inner iterations: the outer (multiplier) error shrinks by a
+factor that grows with c, while the inner problem's condition number is about
+c * C * ||Psi||^2, ||Psi||^2 the largest eigenvalue of the kernel operator beta -> scores of
+G(beta) (the Lipschitz constant FISTA uses). Fixing that product (PENALTY_CONDITION) makes the
+choice independent of the feature scale and of n (bench/README.md, issue 3).
 """
 
 import numpy as np
@@ -18,13 +24,20 @@ import scipy.optimize
 from ..certificate import dual_objective, primal_objective
 from ..features import gram_M, scores_from_cross
 
-# Penalty parameter for features scaled to unit mean squared norm (flat optimum 3e2..3e3
-# measured on random explicit problems; see bench/README.md).
-PENALTY = 1e3
+# c * C * ||Psi||^2. Digits/Nystroem, n=200, K=3, gap 1e-6: 1e4 / 1e5 / 1e6 / 1e7 took
+# 9687 / 2038 / 871 / 1835 evaluations; at n=500, K=10, 1e7 was still at gap 0.86 after 1500
+# (bench/README.md).
+PENALTY_CONDITION = 1e6
 LOGISTIC_MARGIN = 1e-12
+INNER_MAX_ITER = 2000
+POWER_ITERATIONS = 30
+# inner stopping rule: projected gradient <= INNER_TOL_PER_GAP * (current certified gap)
+INNER_TOL_PER_GAP = 1.0
+INNER_TOL_MAX = 0.1
+LINE_SEARCH_FAILED = 2  # scipy's L-BFGS-B status "ABNORMAL"
 
 
-def _dual_term_gradient(loss, alpha, Y):
+def dual_term_gradient(loss, alpha, Y):
     C = loss.C
     if loss.name == "squared_hinge":
         return 1.0 - alpha / (2 * C)
@@ -35,7 +48,7 @@ def _dual_term_gradient(loss, alpha, Y):
     return Y - alpha / (2 * C)
 
 
-def _box(loss, size):
+def box_bounds(loss, size):
     lo, hi = loss.bounds()
     if loss.name == "logistic":
         lo, hi = LOGISTIC_MARGIN * loss.C, (1 - LOGISTIC_MARGIN) * loss.C
@@ -44,26 +57,51 @@ def _box(loss, size):
     return [(lo, hi)] * size
 
 
+def kernel_operator_norm(feats, K, seed=0):
+    """Largest eigenvalue of beta -> scores of G(beta) (Sigma = I), by power iteration with
+    cross products only (so it works on every feature back-end); 1% accuracy is enough to set a
+    penalty."""
+    rng = np.random.default_rng(seed)
+    beta = rng.standard_normal((feats.n, K))
+    eye = np.eye(feats.Q * K)
+    lam = 0.0
+    for _ in range(POWER_ITERATIONS):
+        beta /= np.linalg.norm(beta)
+        image = scores_from_cross(feats.cross(beta), eye)
+        lam_new = float(np.vdot(beta, image))
+        beta = image
+        if abs(lam_new - lam) <= 1e-3 * lam_new:
+            return lam_new
+        lam = lam_new
+    return lam
+
+
 def alm_dual(feats, Y, loss, tracker, *, tol, max_iter, alpha0=None, Sigma0=None,
              after_outer=None):
     """Runs until the tracker's gap <= tol or max_iter outer iterations; returns (alpha, Sigma,
-    outer iterations)."""
+    outer iterations, inner evaluations)."""
     n, K = Y.shape
     T = feats.Q * K
     sign = Y if loss.margin else np.ones_like(Y)
-    scale = float(np.einsum("iqq->", feats.diag_blocks())) / (n * feats.Q)
-    c = PENALTY / max(scale, 1e-300)
-    bounds = _box(loss, n * K)
+    c = PENALTY_CONDITION / (loss.C * max(kernel_operator_norm(feats, K), 1e-300))
+    bounds = box_bounds(loss, n * K)
     if alpha0 is None:
         alpha0 = 0.5 * loss.kkt_alpha(np.zeros((n, K)), Y) + 1e-3 * loss.C
     alpha = np.asarray(alpha0, dtype=np.float64).copy()
     if bounds is not None:
         alpha = np.clip(alpha, bounds[0][0], bounds[0][1])
+    # start feasible: with a large c, psi at a far infeasible point is so large that
+    # L-BFGS-B's line search loses the change in psi to rounding
+    beta = loss.beta(alpha, Y)
+    alpha /= max(1.0, np.sqrt(scipy.linalg.eigvalsh(gram_M(feats.cross(beta), beta))[-1]))
     Sigma = np.zeros((T, T)) if Sigma0 is None else np.array(Sigma0, dtype=np.float64)
     I = np.eye(T)
     last = {}
+    evaluations = 0
 
     def negative_psi(x):
+        nonlocal evaluations
+        evaluations += 1
         a = x.reshape(n, K)
         beta = loss.beta(a, Y)
         H = feats.cross(beta)
@@ -73,21 +111,14 @@ def alm_dual(feats, Y, loss, tracker, *, tol, max_iter, alpha0=None, Sigma0=None
         Sp = (V * wp) @ V.T
         F = scores_from_cross(H, Sp)
         value = loss.dual_term(a, Y) - (np.sum(wp**2) - np.sum(Sigma**2)) / (2 * c)
-        grad = _dual_term_gradient(loss, a, Y) - sign * F
-        last.update(H=H, M=M, Sp=Sp, F=F, beta=beta)
+        grad = dual_term_gradient(loss, a, Y) - sign * F
+        last.update(M=M, Sp=Sp, F=F, beta=beta)
         return -value, -grad.ravel()
 
-    gtol = 1e-1
-    k = 0
-    for k in range(1, max_iter + 1):
-        res = scipy.optimize.minimize(negative_psi, alpha.ravel(), jac=True, method="L-BFGS-B",
-                                      bounds=bounds,
-                                      options={"maxiter": 500, "gtol": gtol, "ftol": 0.0,
-                                               "maxcor": 20})
-        alpha = res.x.reshape(n, K)
-        negative_psi(alpha.ravel())
-        H, M, Sp, F, beta = (last[key] for key in ("H", "M", "Sp", "F", "beta"))
-        Sigma = Sp
+    def certify():
+        """Feeds the tracker the primal A = G(beta) Sigma_+ and two dual points (alpha and the
+        one the primal's KKT conditions give) of the last evaluation; returns Sigma_+."""
+        M, Sp, F, beta = (last[key] for key in ("M", "Sp", "F", "beta"))
         AtA = Sp @ M @ Sp
         primal = primal_objective(scipy.linalg.eigvalsh(0.5 * (AtA + AtA.T)), F, Y, loss, 0.0)
         candidates = [(alpha, M), (loss.project(loss.kkt_alpha(F, Y)), None)]
@@ -97,9 +128,29 @@ def alm_dual(feats, Y, loss, tracker, *, tol, max_iter, alpha0=None, Sigma0=None
                 Mc = gram_M(feats.cross(bc), bc)
             dual, sc = dual_objective(cand, Y, scipy.linalg.eigvalsh(Mc), loss, 0.0)
             tracker.update(primal, beta, Sp, dual, cand, sc)
+        return Sp
+
+    # the start's own certificate sets the first inner tolerance, so that a warm start close to
+    # the optimum is not re-solved from a loose one
+    negative_psi(alpha.ravel())
+    certify()
+    k = 0
+    for k in range(1, max_iter + 1):
+        gap = tracker.certificate().gap
+        if gap <= tol:
+            k -= 1
+            break
+        gtol = min(INNER_TOL_MAX, max(INNER_TOL_PER_GAP * gap, 1e-12))
+        res = scipy.optimize.minimize(negative_psi, alpha.ravel(), jac=True, method="L-BFGS-B",
+                                      bounds=bounds,
+                                      options={"maxiter": INNER_MAX_ITER, "gtol": gtol,
+                                               "ftol": 0.0, "maxcor": 20})
+        if res.status == LINE_SEARCH_FAILED:
+            # psi too stiff for the line search at this accuracy: any c > 0 is a valid ALM
+            c /= 10
+        alpha = res.x.reshape(n, K)
+        negative_psi(alpha.ravel())
+        Sigma = certify()
         if after_outer is not None:
             after_outer()
-        if tracker.certificate().gap <= tol:
-            break
-        gtol = max(0.1 * gtol, 1e-12)
-    return alpha, Sigma, k
+    return alpha, Sigma, k, evaluations
