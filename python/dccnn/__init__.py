@@ -7,6 +7,7 @@ the convex dual and recovered as networks (Bai, Ke, Honorio 2024).
 __version__ = "0.1.0"
 
 from ._backend import get_backend, has_compiled_core
+from .estimators import DCCNNClassifier, DCCNNRegressor
 from .layer import ConvexLayer, fit_layer
 from .network import LayerSpec, Network
 from .persistence import load, save
@@ -17,6 +18,8 @@ from .pooling import Pooling, make_pooling
 __all__ = [
     "__version__",
     "ConvexLayer",
+    "DCCNNClassifier",
+    "DCCNNRegressor",
     "LayerSpec",
     "Network",
     "Pooling",

@@ -52,12 +52,17 @@ class ExplicitFeatures:
 
     def G(self, beta):
         """G(beta) as an (m, Q*K) matrix, column q*K + c = sum_i beta[i, c] psi_q(x_i)."""
-        return np.einsum("iqm,ic->mqc", self.psi, beta, optimize=True).reshape(self.m, -1)
+        n, Q, m = self.psi.shape
+        G_qm = self.psi.reshape(n, Q * m).T @ beta  # (Q*m, K): one GEMM
+        return G_qm.reshape(Q, m, -1).transpose(1, 0, 2).reshape(m, -1)
 
     def scores(self, A):
         """f[i, c] = sum_q <A[:, q*K + c], psi_q(x_i)> for an explicit A (m, Q*K)."""
-        K = A.shape[1] // self.Q
-        return np.einsum("iqm,mqc->ic", self.psi, A.reshape(self.m, self.Q, K), optimize=True)
+        n, Q, m = self.psi.shape
+        K = A.shape[1] // Q
+        # one GEMM over the flattened (q, m) axis; einsum would copy psi on every call
+        A_qm = A.reshape(m, Q, K).transpose(1, 0, 2).reshape(Q * m, K)
+        return self.psi.reshape(n, Q * m) @ A_qm
 
     def scores_adjoint(self, R):
         """The adjoint of ``scores``: dF -> dA, (n, K) -> (m, Q*K)."""

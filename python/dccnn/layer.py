@@ -7,7 +7,8 @@ import numpy as np
 import scipy.linalg
 from sklearn.exceptions import ConvergenceWarning
 
-from ._memory import check_allocation
+from ._progress import FitProgress
+from ._memory import DEFAULT_FRACTION, available_memory, check_allocation
 from ._targets import encode_targets
 from ._validation import check_choice, check_float, check_int
 from .certificate import Certificate, primal_objective
@@ -18,12 +19,18 @@ from .losses import LOSSES, get_loss
 from .patches import as_images, extract_patches, patch_grid_shape
 from .persistence import save
 from .pooling import make_pooling
-from .recovery import conv_outputs, network_scores, recover, reduced_solve, singular_basis
+from .recovery import Recovery, conv_outputs, network_scores, recover, reduced_solve, singular_basis
 from .solvers.dual import solve_dual
-from .solvers.fista import fista
+from .solvers.factored import factored_primal
+from .solvers.fista import LOSS_CURVATURE, fista
 
-FEATURES = ("exact", "nystroem", "random_fourier")
-SOLVERS = ("dual", "primal")
+FEATURES = ("auto", "exact", "nystroem", "random_fourier")
+SOLVERS = ("auto", "dual", "primal", "factored")
+# features="auto" takes the exact back-end up to this many images (its kernel work and the
+# dual solver's Gram grow as n^2) when its memory fits the budget, else Nystroem features.
+EXACT_MAX_SAMPLES = 500
+# Patches sampled for the median heuristic of gamma="median".
+MEDIAN_SAMPLE = 2000
 
 
 # Budget for the pooled kernel blocks of one batch of new images against the support images.
@@ -94,6 +101,47 @@ class ConvexLayer:
         save(self, path)
 
 
+def median_heuristic_gamma(Z, random_state=None):
+    """gamma = 1 / median squared distance between random pairs of training patches."""
+    flat = Z.reshape(-1, Z.shape[2])
+    rng = np.random.default_rng(random_state)
+    a = flat[rng.integers(0, flat.shape[0], MEDIAN_SAMPLE)].astype(np.float64)
+    b = flat[rng.integers(0, flat.shape[0], MEDIAN_SAMPLE)].astype(np.float64)
+    med = float(np.median(((a - b) ** 2).sum(axis=1)))
+    return 1.0 / med if med > 0 else 1.0
+
+
+def choose_features(n, K, Q, dtype, max_memory):
+    """The back-end for features="auto" and the reason, for verbose output."""
+    budget = max_memory
+    if budget is None and available_memory() is not None:
+        budget = int(available_memory() * DEFAULT_FRACTION)
+    exact_bytes = n * n * Q * Q * np.dtype(dtype).itemsize + (n * K) ** 2 * 8
+    if n > EXACT_MAX_SAMPLES:
+        return "nystroem", f"auto: n={n} > {EXACT_MAX_SAMPLES}"
+    if budget is not None and exact_bytes > budget:
+        return "nystroem", (f"auto: exact would take {exact_bytes / 2**30:.2f} GiB > budget "
+                            f"{budget / 2**30:.2f} GiB")
+    return "exact", f"auto: {exact_bytes / 2**30:.2f} GiB fits the budget"
+
+
+def _network_of_explicit_A(feats, A, Y, loss, mu, max_filters, tol, random_state):
+    """The network of an explicit A (m, T): filters = left singular vectors; with
+    ``max_filters`` the strongest filters are kept and their linear weights refitted."""
+    K = Y.shape[1]
+    filters, weights, _ = singular_basis(A)
+    U = feats.psi.astype(np.float64) @ filters
+    if max_filters is not None and filters.shape[1] > max_filters:
+        filters, U = filters[:, :max_filters], U[:, :, :max_filters]
+        weights = reduced_solve(U, Y, loss, mu, weights[:max_filters], tol, 20000, random_state)
+        P, weights, _ = singular_basis(weights)
+        filters, U = filters @ P, U @ P
+    sv = scipy.linalg.svdvals(weights) if weights.size else np.zeros(0)
+    scores = network_scores(U, weights, K)
+    return Recovery(None, None, weights, primal_objective(sv**2, scores, Y, loss, mu), scores,
+                    "primal_point", (), filters)
+
+
 def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_stride=None,
               kernel="rbf", gamma=None, degree=2, coef0=1.0, constant=0.0,
               normalize_patches=False, C=1.0, mu=0.0, loss="squared_hinge", features="exact",
@@ -105,8 +153,12 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     ``X``: images (n, C, H, W) or (n, H, W). ``y``: 1-d labels (one-vs-rest coding; two
     classes give K = 1) or a 2-d (n, K) float array used as is. ``features``: "exact" (pooled
     kernel blocks), "nystroem" or "random_fourier" (explicit features, ``n_components`` of
-    them). ``solver``: "dual" (certified dual, any back-end) or "primal" (FISTA with singular
-    value thresholding, explicit features and smooth losses only). The fit stops when the
+    them), or "auto" (exact while n and its memory are small enough, see ``choose_features``).
+    ``solver``: "dual" (certified dual, any back-end), "primal" (FISTA with singular value
+    thresholding, the CCNN-style baseline), "factored" (Burer-Monteiro L-BFGS; both primal
+    solvers need explicit features and a smooth loss) or "auto" ("factored" where it applies,
+    else "dual"). ``gamma="median"``: 1 / the median squared distance between training
+    patches. The network is recovered from the solution (SPEC §4). The fit stops when the
     relative duality gap is at most ``tol`` or after ``max_iter`` iterations (then with a
     ConvergenceWarning stating the gap). ``warm_start``: a previously fitted layer on the same
     data (e.g. along a path of C values) whose dual variables and multiplier start the solver.
@@ -122,8 +174,10 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     max_iter = None if max_iter is None else check_int(max_iter, "max_iter", minimum=1)
     if max_filters is not None:
         max_filters = check_int(max_filters, "max_filters", minimum=1)
-    if solver == "primal" and features == "exact":
-        raise ValueError("solver: 'primal' needs explicit features (features='nystroem' or "
+    if isinstance(gamma, str) and gamma != "median":
+        raise ValueError(f"gamma: expected a positive number, None or 'median', got {gamma!r}")
+    if solver in ("primal", "factored") and features == "exact":
+        raise ValueError(f"solver: {solver!r} needs explicit features (features='nystroem' or "
                          "'random_fourier'); the exact back-end is solved through the dual")
     if features == "random_fourier" and kernel != "rbf":
         raise ValueError(f"features: 'random_fourier' exists for kernel='rbf' only, got {kernel!r}")
@@ -136,10 +190,21 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     pooling = make_pooling(grid, pool_size, pool_stride)
     Z = extract_patches(Xi, patch_size, stride, padding, normalize=normalize_patches,
                         backend=backend, n_jobs=n_jobs, max_memory=max_memory)
+    if gamma == "median":
+        gamma = median_heuristic_gamma(Z, random_state)
     kp = resolve_kernel(kernel, Z.shape[2], gamma=gamma, degree=degree, coef0=coef0,
                         constant=constant)
     K = Y.shape[1]
     T = pooling.n_windows * K
+    auto_note = ""
+    if features == "auto" and solver in ("primal", "factored"):
+        features, auto_note = "nystroem", f"auto: solver {solver!r} needs explicit features"
+    elif features == "auto":
+        features, auto_note = choose_features(n, K, pooling.n_windows, Z.dtype, max_memory)
+    if solver == "auto":
+        # measured on digits (bench/README.md): on explicit features the factored primal
+        # solver is the fastest for the smooth losses; the dual handles everything else
+        solver = "factored" if features != "exact" and loss in LOSS_CURVATURE else "dual"
 
     layer = ConvexLayer()
     layer.__dict__.update(
@@ -175,60 +240,77 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     if verbose:
         what = f"{features} ({'Q=%d' % pooling.n_windows}" + (
             f", m={feats.m})" if features != "exact" else ")")
-        print(f"[dccnn] layer: n={n}, K={K}, T={T}, features {what}, solver {solver}, "
+        print(f"[dccnn] layer: n={n}, K={K}, T={T}, features {what}{' ' + auto_note if auto_note else ''}, solver {solver}, "
               f"loss {loss}, C={C:g}, mu={mu:g} ({time.perf_counter() - t_start:.2f}s to set up)")
 
-    if solver == "primal":
+    progress = FitProgress(tol, verbose, callback)
+    try:
+        _solve_and_recover(layer, feats, Z, Y, lossobj, mu, K, pooling, features, solver, tol,
+                           max_iter, max_filters, warm_start, progress, random_state, backend)
+    finally:
+        progress.close()
+    layer.fit_time_ = time.perf_counter() - t_start
+    if not layer.solver_converged_:
+        warnings.warn(f"fit_layer: stopped after {layer.n_iter_} iterations at relative duality "
+                      f"gap {layer.solver_gap_:.3e} > tol={tol:g}; raise max_iter or tol",
+                      ConvergenceWarning, stacklevel=2)
+    elif layer.gap_ > max(tol, layer.solver_gap_) and max_filters is None:
+        warnings.warn(f"fit_layer: the recovered network's relative duality gap is "
+                      f"{layer.gap_:.3e} (the solver reached {layer.solver_gap_:.3e}); lower tol "
+                      f"for a more accurate dual solution", ConvergenceWarning, stacklevel=2)
+    if verbose:
+        print(f"[dccnn] layer done: primal {layer.primal_objective_:.8g}, dual "
+              f"{layer.dual_objective_:.8g}, gap {layer.gap_:.2e}, {layer.n_filters_} filters, "
+              f"{layer.n_iter_} iterations, {layer.fit_time_:.2f}s")
+    return layer
+
+
+def _solve_and_recover(layer, feats, Z, Y, lossobj, mu, K, pooling, features, solver, tol,
+                       max_iter, max_filters, warm_start, callback, random_state, backend):
+    """Run the solver, recover the network and store both on ``layer``."""
+    if solver in ("primal", "factored"):
         A0 = getattr(warm_start, "A_", None)
-        A, alpha, cert, n_iter, history = fista(
-            feats, Y, lossobj, mu, tol=tol, max_iter=max_iter or 10000, A0=A0,
-            callback=callback)
-        layer.alpha_ = alpha
-        layer.A_ = A
+        run = fista if solver == "primal" else factored_primal
+        extra = {} if solver == "primal" else {"random_state": random_state}
+        A, alpha, cert, n_iter, history = run(feats, Y, lossobj, mu, tol=tol,
+                                              max_iter=max_iter or 10000, A0=A0,
+                                              callback=callback, **extra)
         solver_converged = cert.gap <= tol
-        filters, weights, _ = singular_basis(A)
-        U = feats.psi.astype(np.float64) @ filters
-        if max_filters is not None and filters.shape[1] > max_filters:
-            # keep the strongest filters and refit their linear weights
-            filters, U = filters[:, :max_filters], U[:, :, :max_filters]
-            weights = reduced_solve(U, Y, lossobj, mu, weights[:max_filters], tol, 20000,
-                                    random_state)
-            P, weights, _ = singular_basis(weights)
-            filters, U = filters @ P, U @ P
-        layer.filters_ = filters
-        layer.recovery_method_ = "primal_point"
-        sv = scipy.linalg.svdvals(weights) if weights.size else np.zeros(0)
-        primal = primal_objective(sv**2, network_scores(U, weights, K), Y, lossobj, mu)
+        fallback = _network_of_explicit_A(feats, A, Y, lossobj, mu, max_filters, tol,
+                                          random_state)
+        primal_point = None
     else:
         alpha0 = getattr(warm_start, "alpha_", None)
         V0 = getattr(warm_start, "multiplier_factor_", None)
         res = solve_dual(feats, Y, lossobj, mu, tol=tol, max_iter=max_iter or 2000,
                          alpha0=alpha0, V0=V0, random_state=random_state, callback=callback,
-                         verbose=verbose, backend=backend)
-        cert, n_iter, history = res.certificate, res.n_iter, res.history
+                         backend=backend)
+        alpha, cert, n_iter, history = res.alpha, res.certificate, res.n_iter, res.history
         solver_converged = res.converged
-        layer.alpha_ = res.alpha
         layer.multiplier_factor_ = res.V
         layer.inner_epochs_ = res.inner_epochs
-        # the network is recovered from the certified (feasible) dual point, or from the
-        # solver's primal point when that is closer to the optimum (recovery.recover)
-        beta = lossobj.beta(res.alpha / cert.dual_scale, Y)
+        fallback = None
         primal_point = (feats.cross(res.beta_primal), res.beta_primal, res.Sigma_primal)
-        rec = recover((feats.cross(beta), beta), Y, lossobj, mu, cert.dual, solver_gap=cert.gap,
-                      tol=tol, primal_point=primal_point, max_filters=max_filters,
-                      random_state=random_state)
-        weights, primal = rec.weights, rec.primal
-        if features == "exact":
-            support = np.flatnonzero(np.any(rec.beta != 0, axis=1))
-            layer.support_ = support
-            layer.support_patches_ = Z[support]
-            layer.support_beta_ = rec.beta[support]
-            layer.filter_coef_ = rec.filter_coef
-        else:
-            layer.filters_ = feats.G(rec.beta) @ rec.filter_coef
-            layer.A_ = layer.filters_ @ weights
-        layer.recovery_method_ = rec.method
-        layer.rank_candidates_ = rec.rank_candidates
+    layer.alpha_ = alpha
+    # the network is recovered from the certified (feasible) dual point (SPEC §4), or from
+    # the solver's primal point when that is closer to the optimum (recovery.recover)
+    beta = lossobj.beta(alpha / cert.dual_scale, Y)
+    rec = recover((feats.cross(beta), beta), Y, lossobj, mu, cert.dual, solver_gap=cert.gap,
+                  tol=tol, primal_point=primal_point, fallback=fallback,
+                  max_filters=max_filters, random_state=random_state)
+    weights, primal = rec.weights, rec.primal
+    if features == "exact":
+        support = np.flatnonzero(np.any(rec.beta != 0, axis=1))
+        layer.support_ = support
+        layer.support_patches_ = Z[support]
+        layer.support_beta_ = rec.beta[support]
+        layer.filter_coef_ = rec.filter_coef
+    else:
+        layer.filters_ = rec.filters if rec.filters is not None else \
+            feats.G(rec.beta) @ rec.filter_coef
+        layer.A_ = layer.filters_ @ weights
+    layer.recovery_method_ = rec.method
+    layer.rank_candidates_ = rec.rank_candidates
     r = weights.shape[0]
     layer.n_filters_ = r
     layer.linear_weights_ = weights.reshape(r, pooling.n_windows, K)
@@ -239,19 +321,6 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     layer.dual_scale_ = cert.dual_scale
     layer.gap_ = Certificate(primal, cert.dual, cert.dual_scale).gap
     layer.n_iter_ = n_iter
+    layer.solver_converged_ = solver_converged
     layer.converged_ = solver_converged and layer.gap_ <= tol
     layer.history_ = history
-    layer.fit_time_ = time.perf_counter() - t_start
-    if not solver_converged:
-        warnings.warn(f"fit_layer: stopped after {n_iter} iterations at relative duality gap "
-                      f"{cert.gap:.3e} > tol={tol:g}; raise max_iter or tol", ConvergenceWarning,
-                      stacklevel=2)
-    elif layer.gap_ > max(tol, cert.gap) and max_filters is None:
-        warnings.warn(f"fit_layer: the recovered network's relative duality gap is "
-                      f"{layer.gap_:.3e} (the solver reached {cert.gap:.3e}); lower tol for a "
-                      f"more accurate dual solution", ConvergenceWarning, stacklevel=2)
-    if verbose:
-        print(f"[dccnn] layer done: primal {primal:.8g}, dual {cert.dual:.8g}, "
-              f"gap {layer.gap_:.2e}, {r} filters, {n_iter} iterations, "
-              f"{layer.fit_time_:.2f}s")
-    return layer

@@ -25,7 +25,8 @@ import scipy.linalg
 
 from .certificate import primal_objective
 from .features import ExplicitFeatures, gram_M
-from .solvers.fista import LOSS_CURVATURE, fista
+from .solvers.factored import factored_primal
+from .solvers.fista import LOSS_CURVATURE
 
 # Eigenvalues of M below this fraction of the largest are numerically zero: their directions
 # cannot be normalised into filters.
@@ -43,6 +44,7 @@ class Recovery:
     scores: np.ndarray       # f(x_i) on the training images, (n, K)
     method: str              # "dual_subspace", "closed_form" or "primal_point"
     rank_candidates: tuple   # the ranks tried on the dual subspace, in order
+    filters: np.ndarray = None  # explicit filters (m, r) when not given as G(beta) F
 
 
 def conv_outputs(H, filter_coef):
@@ -71,7 +73,8 @@ def reduced_solve(U, Y, loss, mu, W0, tol, max_iter, random_state):
     """min_W ||W||_* + mu/2 ||W||_F^2 + C sum loss over the explicit features U (n, Q, r)."""
     feats = ExplicitFeatures(U)
     if loss.name in LOSS_CURVATURE:
-        W, _, _, _, _ = fista(feats, Y, loss, mu, tol=tol, max_iter=max_iter, A0=W0)
+        W, _, _, _, _ = factored_primal(feats, Y, loss, mu, tol=tol, max_iter=max_iter, A0=W0,
+                                        random_state=random_state)
         return W
     # the hinge loss is not smooth: the certified dual solver also solves the reduced problem
     from .solvers.dual import solve_dual
@@ -150,7 +153,7 @@ def _from_primal_point(H, beta, Sigma, Y, loss, mu, *, tol, max_filters, max_ite
 
 
 def recover(dual_point, Y, loss, mu, dual_value, *, solver_gap, tol, primal_point=None,
-            max_filters=None, max_iter=20000, random_state=None):
+            fallback=None, max_filters=None, max_iter=20000, random_state=None):
     """Recover the network from a dual solution.
 
     ``dual_point = (H, beta)``: the certified dual point's weights and ``H = cross(beta)``
@@ -159,7 +162,7 @@ def recover(dual_point, Y, loss, mu, dual_value, *, solver_gap, tol, primal_poin
     ``max(tol, solver_gap)``. The subspace of an approximate dual point is off by
     O(sqrt(gap)), which can cost more than ``tol`` on ill-conditioned problems; the solver's
     own primal point ``primal_point = (H, beta, Sigma)``, ``A = G(beta) Sigma``, is then
-    factorised as well and the better network kept.
+    factorised as well (or a ready ``fallback`` Recovery is taken) and the better network kept.
     """
     target = max(tol, solver_gap)
 
@@ -170,10 +173,11 @@ def recover(dual_point, Y, loss, mu, dual_value, *, solver_gap, tol, primal_poin
     rec = _from_dual_subspace(H, beta, Y, loss, mu, accept, solver_gap=solver_gap, tol=tol,
                               max_filters=max_filters, max_iter=max_iter,
                               random_state=random_state)
-    if accept(rec) or primal_point is None:
+    if accept(rec) or (primal_point is None and fallback is None):
         return rec
-    alt = _from_primal_point(*primal_point, Y, loss, mu, tol=tol, max_filters=max_filters,
-                             max_iter=max_iter, random_state=random_state)
+    alt = fallback if fallback is not None else _from_primal_point(
+        *primal_point, Y, loss, mu, tol=tol, max_filters=max_filters, max_iter=max_iter,
+        random_state=random_state)
     if alt.primal < rec.primal:
         alt.rank_candidates = rec.rank_candidates
         return alt

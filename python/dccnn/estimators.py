@@ -1,0 +1,200 @@
+"""scikit-learn estimators over a ``Network`` of convexified layers (issue 5).
+
+Images come as (n, C, H, W), (n, H, W), or flat (n, C*H*W) with ``image_shape`` so that
+pipelines and grid searches work. ``layers=None`` is the library's default architecture
+(``default_layers``), which adapts its patch and pooling sizes to small images.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from ._validation import check_float
+from .losses import MARGIN_LOSSES
+from .network import LayerSpec, Network
+
+# The default architecture, chosen by measurement on scikit-learn's digits (validation split
+# of the training images; bench/README.md "Defaults"): 3x3 patches with padding 1 matter, C is
+# flat over 0.1..10 and 0.3 converges fastest with the fewest filters; a second layer ties.
+DEFAULT_LAYER = LayerSpec(patch_size=3, padding=1, pool_size=2, pool_stride=2, kernel="rbf",
+                          gamma="median", C=0.3, features="auto", n_components=500,
+                          solver="auto", tol=1e-3)
+
+
+def default_layers(image_shape):
+    """One layer of ``DEFAULT_LAYER`` with its patch and pooling windows shrunk to fit the
+    image (a 1-pixel strip gets 1x1 patches and no pooling)."""
+    H, W = image_shape[-2:]
+    spec = DEFAULT_LAYER
+    patch = min(spec.patch_size, max(1, min(H, W)))
+    padding = spec.padding if patch == spec.patch_size else 0
+    grid = min(H, W) + 2 * padding - patch + 1
+    pool = spec.pool_size if spec.pool_size and grid >= 2 * spec.pool_size else None
+    return [dataclasses.replace(spec, patch_size=patch, padding=padding, pool_size=pool,
+                                pool_stride=spec.pool_stride if pool else None)]
+
+
+class _DCCNNBase(BaseEstimator):
+    _loss_default = None
+
+    def __init__(self, layers=None, *, image_shape=None, C=None, loss=None, max_memory=None,
+                 backend="auto", callback=None, random_state=None, n_jobs=None, verbose=0):
+        self.layers = layers
+        self.image_shape = image_shape
+        self.C = C
+        self.loss = loss
+        self.max_memory = max_memory
+        self.backend = backend
+        self.callback = callback
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    def _validate(self, X, y=None, **y_options):
+        """Validated training images (n, C, H, W) and targets (sets n_features_in_)."""
+        X, y = validate_data(self, X, y, reset=True, ensure_2d=False, allow_nd=True,
+                             dtype=[np.float64, np.float32], ensure_min_samples=2, **y_options)
+        # validate_data counts features only for 2-d input: count the values of an image
+        self.n_features_in_ = math.prod(X.shape[1:])
+        return self._as_images(X), y
+
+    def _images(self, X):
+        """Validated images of a fitted estimator."""
+        check_is_fitted(self, "network_")
+        X = validate_data(self, X, reset=False, ensure_2d=False, allow_nd=True,
+                          dtype=[np.float64, np.float32])
+        n_features = math.prod(X.shape[1:])
+        if X.ndim > 1 and n_features != self.n_features_in_:
+            raise ValueError(f"X has {n_features} features, but {type(self).__name__} is "
+                             f"expecting {self.n_features_in_} features as input.")
+        return self._as_images(X)
+
+    def _as_images(self, X):
+        if X.ndim == 1:
+            raise ValueError("X: expected images (n, C, H, W), (n, H, W) or a 2-d array of "
+                             f"flattened images, got a 1-d array of shape {X.shape}. Reshape "
+                             "your data with X.reshape(1, -1) for a single sample")
+        if X.ndim in (3, 4):
+            if self.image_shape is not None and tuple(X.shape[-2:]) != tuple(self.image_shape)[-2:]:
+                raise ValueError(f"image_shape: {tuple(self.image_shape)} does not match the "
+                                 f"images of X, {X.shape[1:]}")
+            return X if X.ndim == 4 else X[:, None]
+        if X.ndim != 2:
+            raise ValueError(f"X: expected at most 4 dimensions, got shape {X.shape}")
+        shape = self._flat_image_shape(X.shape[1])
+        return X.reshape((X.shape[0],) + shape)
+
+    def _flat_image_shape(self, n_features):
+        if self.image_shape is None:
+            side = math.isqrt(n_features)
+            # a square image when the size allows it, else a one-row strip
+            return (1, side, side) if side * side == n_features else (1, 1, n_features)
+        shape = tuple(int(s) for s in np.atleast_1d(self.image_shape))
+        if len(shape) == 2:
+            shape = (1,) + shape
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"image_shape: expected (H, W) or (C, H, W), got {self.image_shape!r}")
+        if math.prod(shape) != n_features:
+            raise ValueError(f"image_shape: {self.image_shape!r} holds {math.prod(shape)} "
+                             f"values but X has {n_features} features")
+        return shape
+
+    def _layer_specs(self, image_shape):
+        if self.layers is None:
+            specs = default_layers(image_shape)
+        else:
+            specs = Network(self.layers).layers
+        overrides = {}
+        if self.C is not None:
+            overrides["C"] = check_float(self.C, "C", minimum=0, exclusive=True)
+        overrides["loss"] = self.loss or self._loss_default
+        return [dataclasses.replace(s, **overrides) for s in specs]
+
+    def _fit_network(self, images, y):
+        self.network_ = Network(self._layer_specs(images.shape[1:])).fit(
+            images, y, random_state=self.random_state, verbose=self.verbose,
+            callback=self.callback, backend=self.backend, n_jobs=self.n_jobs,
+            max_memory=self.max_memory)
+        last = self.network_.layers_[-1]
+        self.n_filters_ = self.network_.n_filters_
+        self.gap_ = last.gap_
+        self.fit_time_ = self.network_.fit_time_
+        return self
+
+    def transform(self, X):
+        """Pooled outputs of the last conv layer, flattened to (n, r * Hq * Wq)."""
+        images = self._images(X)
+        out = self.network_.transform(images)
+        return out.reshape(out.shape[0], -1)
+
+    def _decision(self, X):
+        images = self._images(X)
+        return self.network_.decision_function(images)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        return tags
+
+
+class DCCNNClassifier(ClassifierMixin, TransformerMixin, _DCCNNBase):
+    """Convexified CNN classifier (one-vs-rest, certified duality gap per layer).
+
+    Parameters: ``layers`` (list of ``LayerSpec`` or dicts; None: the default architecture),
+    ``image_shape`` ((H, W) or (C, H, W) for flat input), ``C`` (overrides every layer's C),
+    ``loss`` (default "squared_hinge"), ``max_memory`` (bytes; the automatic back-end choice
+    and every large allocation respect it), ``backend``, ``callback(iteration, gap, elapsed,
+    layer=k)``, ``random_state``, ``n_jobs``, ``verbose``.
+    Attributes: ``classes_``, ``n_features_in_``, ``network_``, ``n_filters_`` (per layer),
+    ``gap_`` (last layer), ``fit_time_``.
+    """
+
+    _loss_default = "squared_hinge"
+
+    def fit(self, X, y):
+        images, y = self._validate(X, y)
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if self.loss not in (None,) + MARGIN_LOSSES:
+            raise ValueError(f"loss: a classifier needs one of {list(MARGIN_LOSSES)}, got "
+                             f"{self.loss!r}")
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        if self.classes_.size < 2:
+            raise ValueError(f"y: needs at least two classes, got {self.classes_.size}")
+        return self._fit_network(images, codes)
+
+    def decision_function(self, X):
+        F = self._decision(X)
+        return F[:, 0] if F.shape[1] == 1 else F
+
+    def predict(self, X):
+        F = self.decision_function(X)
+        idx = (F > 0).astype(int) if F.ndim == 1 else np.argmax(F, axis=1)
+        return self.classes_[idx]
+
+
+class DCCNNRegressor(RegressorMixin, TransformerMixin, _DCCNNBase):
+    """Convexified CNN regressor (squared loss by default); ``y`` may be (n,) or (n, K).
+    Parameters and attributes as ``DCCNNClassifier`` (no ``classes_``)."""
+
+    _loss_default = "squared"
+
+    def fit(self, X, y):
+        images, y = self._validate(X, y, multi_output=True, y_numeric=True)
+        y = np.asarray(y, dtype=np.float64)
+        self.n_outputs_ = 1 if y.ndim == 1 else y.shape[1]
+        self._single_target = y.ndim == 1
+        return self._fit_network(images, y.reshape(y.shape[0], -1))
+
+    def predict(self, X):
+        F = self._decision(X)
+        return F[:, 0] if self._single_target else F
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
