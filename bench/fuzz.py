@@ -1,7 +1,7 @@
 """Long fuzzing run of the public API (issue 8): the strategies and checks of
 tests/test_fuzz.py, for many more cases than the test-suite runs.
 
-    python bench/fuzz.py [--cases 10000] [--fit-layer-share 0.05] [--seed 0]
+    python bench/fuzz.py [--cases 10000] [--fit-layer-share 0.05] [--seed 0] [--entries ...]
 
 ``--cases`` is the total number of cases; ``fit_layer`` (the slow entry point) gets
 ``--fit-layer-share`` of them and the other entry points share the rest equally. Prints, per
@@ -58,11 +58,15 @@ def main(argv=None):
     ap.add_argument("--cases", type=int, default=10000)
     ap.add_argument("--fit-layer-share", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--entries", nargs="+", choices=list(ENTRY_POINTS),
+                    default=list(ENTRY_POINTS), help="run only these entry points (their "
+                    "share of --cases stays the same)")
     args = ap.parse_args(argv)
 
     counts = cases_per_entry(args.cases, args.fit_layer_share)
     t_start = time.perf_counter()
-    for name, strategy in ENTRY_POINTS.items():
+    for name in args.entries:
+        strategy = ENTRY_POINTS[name]
         t0 = time.perf_counter()
         try:
             run_entry(strategy, counts[name], args.seed)
