@@ -25,7 +25,13 @@ class ExactFeatures:
         self.n, self.Q = blocks.shape[0], blocks.shape[2]
 
     def cross(self, beta):
-        return cross_from_blocks(self.blocks, beta)
+        # K_ji = K_ij^T for the training blocks, so the contraction over i is one GEMM of
+        # beta^T with the blocks as stored (no batched small products)
+        n, Q = self.n, self.Q
+        K = beta.shape[1]
+        S = beta.T.astype(self.blocks.dtype) @ self.blocks.reshape(n, n * Q * Q)  # [c, j, r, q]
+        return np.ascontiguousarray(
+            S.reshape(K, n, Q, Q).transpose(1, 3, 2, 0).reshape(n, Q, Q * K), dtype=np.float64)
 
     def contracted_gram(self, Sigma, K):
         """Kt[(i, c), (j, c')] = <Sigma_(c, c'), K_ij>_F as an (n K, n K) float64 array."""
@@ -101,7 +107,7 @@ def gram_M(H, beta):
     """M(beta)[q*K + c, t'] = sum_j beta[j, c] H[j, q, t'] (symmetrised)."""
     n, Q, T = H.shape
     K = beta.shape[1]
-    M = np.einsum("jc,jqt->qct", beta, H, optimize=True).reshape(T, T)
+    M = (beta.T @ H.reshape(n, Q * T)).reshape(K, Q, T).transpose(1, 0, 2).reshape(T, T)
     return 0.5 * (M + M.T)
 
 
@@ -109,7 +115,7 @@ def scores_from_cross(H, S):
     """Scores of A = G(beta) S: f[j, c] = sum_q sum_t' H[j, q, t'] S[t', q*K + c]."""
     n, Q, T = H.shape
     K = T // Q
-    return np.einsum("jqt,tqc->jc", H, S.reshape(T, Q, K), optimize=True)
+    return H.reshape(n, Q * T) @ S.reshape(T, Q, K).transpose(1, 0, 2).reshape(Q * T, K)
 
 
 # ---------------------------------------------------------------------------------------------
