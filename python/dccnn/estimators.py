@@ -5,14 +5,18 @@ pipelines and grid searches work. ``layers=None`` is the library's default archi
 (``default_layers``), which adapts its patch and pooling sizes to small images.
 """
 
+import contextlib
 import dataclasses
+import functools
 import math
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from threadpoolctl import threadpool_limits
 
+from ._threads import n_threads_from_n_jobs
 from ._validation import check_float
 from .losses import MARGIN_LOSSES
 from .network import LayerSpec, Network
@@ -36,6 +40,20 @@ def default_layers(image_shape):
     pool = spec.pool_size if spec.pool_size and grid >= 2 * spec.pool_size else None
     return [dataclasses.replace(spec, patch_size=patch, padding=padding, pool_size=pool,
                                 pool_stride=spec.pool_stride if pool else None)]
+
+
+def _with_thread_limit(method):
+    """Run ``method`` with BLAS and OpenMP limited to ``n_jobs`` threads (when given), so
+    that numpy's BLAS and the core never oversubscribe each other or an outer joblib."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        n = n_threads_from_n_jobs(self.n_jobs)
+        limit = threadpool_limits(limits=n) if n else contextlib.nullcontext()
+        with limit:
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class _DCCNNBase(BaseEstimator):
@@ -125,12 +143,14 @@ class _DCCNNBase(BaseEstimator):
         self.fit_time_ = self.network_.fit_time_
         return self
 
+    @_with_thread_limit
     def transform(self, X):
         """Pooled outputs of the last conv layer, flattened to (n, r * Hq * Wq)."""
         images = self._images(X)
         out = self.network_.transform(images)
         return out.reshape(out.shape[0], -1)
 
+    @_with_thread_limit
     def _decision(self, X):
         images = self._images(X)
         return self.network_.decision_function(images)
@@ -155,6 +175,7 @@ class DCCNNClassifier(ClassifierMixin, TransformerMixin, _DCCNNBase):
 
     _loss_default = "squared_hinge"
 
+    @_with_thread_limit
     def fit(self, X, y):
         images, y = self._validate(X, y)
         y = column_or_1d(y, warn=True)
@@ -183,6 +204,7 @@ class DCCNNRegressor(RegressorMixin, TransformerMixin, _DCCNNBase):
 
     _loss_default = "squared"
 
+    @_with_thread_limit
     def fit(self, X, y):
         images, y = self._validate(X, y, multi_output=True, y_numeric=True)
         y = np.asarray(y, dtype=np.float64)
