@@ -29,6 +29,9 @@ SOLVERS = ("auto", "dual", "primal", "factored")
 # features="auto" takes the exact back-end up to this many images (its kernel work and the
 # dual solver's Gram grow as n^2) when its memory fits the budget, else Nystroem features.
 EXACT_MAX_SAMPLES = 500
+# C is the scale of the dual variables: beyond these bounds products such as C * ||Psi||^2
+# under- or overflow double precision.
+C_RANGE = (1e-12, 1e12)
 # Patches sampled for the median heuristic of gamma="median".
 MEDIAN_SAMPLE = 2000
 
@@ -85,8 +88,8 @@ class ConvexLayer:
     def decision_function(self, X):
         """f(x) for images X -> (n, K)."""
         U = self._pooled_outputs(X)
-        return network_scores(U, self.linear_weights_.reshape(self.n_filters_, -1),
-                              self.n_outputs_)
+        r, Q, K = self.linear_weights_.shape
+        return network_scores(U, self.linear_weights_.reshape(r, Q * K), K)
 
     def predict(self, X):
         F = self.decision_function(X)
@@ -116,13 +119,27 @@ def choose_features(n, K, Q, dtype, max_memory):
     budget = max_memory
     if budget is None and available_memory() is not None:
         budget = int(available_memory() * DEFAULT_FRACTION)
-    exact_bytes = n * n * Q * Q * np.dtype(dtype).itemsize + (n * K) ** 2 * 8
+    exact_bytes = n * n * Q * Q * np.dtype(dtype).itemsize
     if n > EXACT_MAX_SAMPLES:
         return "nystroem", f"auto: n={n} > {EXACT_MAX_SAMPLES}"
     if budget is not None and exact_bytes > budget:
         return "nystroem", (f"auto: exact would take {exact_bytes / 2**30:.2f} GiB > budget "
                             f"{budget / 2**30:.2f} GiB")
     return "exact", f"auto: {exact_bytes / 2**30:.2f} GiB fits the budget"
+
+
+def _feature_map(features, kp, pooling, Z, n_components, random_state, n_jobs, backend):
+    """The fitted explicit feature map of patches for ``features``."""
+    if features == "nystroem" and kp.kernel == "linear" and n_components is None:
+        fmap = LinearMap(pooling, kp.constant)
+    elif features == "nystroem":
+        m = n_components or min(500, Z.shape[0] * Z.shape[1])
+        fmap = NystroemMap(pooling, kp, m, random_state=random_state, n_jobs=n_jobs,
+                           backend=backend)
+    else:
+        fmap = RandomFourierMap(pooling, kp.gamma, n_components or 500,
+                                random_state=random_state, constant=kp.constant)
+    return fmap.fit(Z)
 
 
 def _network_of_explicit_A(feats, A, Y, loss, mu, max_filters, tol, random_state):
@@ -165,6 +182,10 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     """
     t_start = time.perf_counter()
     C = check_float(C, "C", minimum=0, exclusive=True)
+    if not C_RANGE[0] <= C <= C_RANGE[1]:
+        raise ValueError(f"C: {C:g} is outside [{C_RANGE[0]:g}, {C_RANGE[1]:g}], where the "
+                         "dual variables (of size up to C) stay representable with room for "
+                         "the solver's arithmetic; rescale the loss instead")
     mu = check_float(mu, "mu", minimum=0)
     tol = check_float(tol, "tol", minimum=0, exclusive=True)
     check_choice(loss, "loss", LOSSES)
@@ -186,6 +207,10 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     Xi = as_images(X)
     n = Xi.shape[0]
     Y, classes = encode_targets(y, n, lossobj)
+    patch_size = check_int(patch_size, "patch_size", minimum=1)
+    if patch_size > min(Xi.shape[2:]) + 2 * check_int(padding, "padding", minimum=0):
+        raise ValueError(f"patch_size: a {patch_size}x{patch_size} patch does not fit the "
+                         f"{Xi.shape[2]}x{Xi.shape[3]} images with padding {padding}")
     grid = patch_grid_shape(Xi.shape[2:], patch_size, stride, padding)
     pooling = make_pooling(grid, pool_size, pool_stride)
     Z = extract_patches(Xi, patch_size, stride, padding, normalize=normalize_patches,
@@ -214,29 +239,25 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
         input_shape_=Xi.shape[1:], dtype_=Z.dtype, pooling_=pooling, kernel_params_=kp,
         classes_=classes, n_outputs_=K, feature_map_=None)
 
-    # feature back-end
-    if features == "exact":
-        check_allocation((n * K, n * K), np.float64, "the contracted Gram of the dual solver",
-                         max_memory=max_memory,
-                         advice="Use features='nystroem' or fewer training images.")
-        feats = exact_features(Z, pooling, kp, n_jobs=n_jobs, backend=backend,
-                               max_memory=max_memory)
-    else:
-        if features == "nystroem" and kernel == "linear" and n_components is None:
-            fmap = LinearMap(pooling, kp.constant)
-        elif features == "nystroem":
-            m = n_components or min(500, Z.shape[0] * Z.shape[1])
-            fmap = NystroemMap(pooling, kp, m, random_state=random_state, n_jobs=n_jobs,
-                               backend=backend)
+    try:
+        if features == "exact":
+            feats = exact_features(Z, pooling, kp, n_jobs=n_jobs, backend=backend,
+                                   max_memory=max_memory)
         else:
-            fmap = RandomFourierMap(pooling, kp.gamma, n_components or 500,
-                                    random_state=random_state, constant=kp.constant)
-        fmap.fit(Z)
-        check_allocation((n, pooling.n_windows, fmap.n_components), np.float64,
-                         "explicit features", max_memory=max_memory,
-                         advice="Use a smaller n_components.")
-        feats = ExplicitFeatures(fmap.transform(Z).astype(np.float64))
-        layer.feature_map_ = fmap
+            fmap = _feature_map(features, kp, pooling, Z, n_components, random_state, n_jobs,
+                                backend)
+            check_allocation((n, pooling.n_windows, fmap.n_components), np.float64,
+                             "explicit features", max_memory=max_memory,
+                             advice="Use a smaller n_components.")
+            feats = ExplicitFeatures(fmap.transform(Z).astype(np.float64))
+            layer.feature_map_ = fmap
+    except ValueError as exc:
+        # the kernels name their own arguments (the patches Z, Z1, Z2); here they come from X
+        message = str(exc)
+        for internal in ("Z1:", "Z2:", "Z:"):
+            if message.startswith(internal):
+                raise ValueError("X (through its patches):" + message[len(internal):]) from None
+        raise
     if verbose:
         what = f"{features} ({'Q=%d' % pooling.n_windows}" + (
             f", m={feats.m})" if features != "exact" else ")")
