@@ -256,7 +256,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
         message = str(exc)
         for internal in ("Z1:", "Z2:", "Z:"):
             if message.startswith(internal):
-                raise ValueError("X (through its patches):" + message[len(internal):]) from None
+                raise ValueError(f"X:{message[len(internal):]} (in the patches of X)") from None
         raise
     if verbose:
         what = f"{features} ({'Q=%d' % pooling.n_windows}" + (

@@ -190,5 +190,7 @@ def singular_basis(W):
     if W.size == 0:
         return np.zeros((W.shape[0], 0)), np.zeros((0, W.shape[1])), np.zeros(0)
     P, s, Rt = scipy.linalg.svd(W, full_matrices=False)
-    keep = s > SINGULAR_VALUE_FLOOR * s[0]
+    # relative to the largest, and absolute: when A = 0 is optimal (tiny C) the solvers
+    # leave weights of rounding size, which are no filters
+    keep = s > SINGULAR_VALUE_FLOOR * max(s[0], 1.0)
     return P[:, keep], s[keep, None] * Rt[keep], s[keep]
