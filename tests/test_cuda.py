@@ -283,3 +283,43 @@ def test_large_output_through_pinned_staging(rng):
     assert stats["batches"] > 1
     assert_close(got, dccnn.pooled_kernel_blocks(Z, Z[:80], pooling=pooling, gamma=0.04),
                  np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# device= on fit_layer and the estimators
+# ---------------------------------------------------------------------------------------------
+
+def _small_problem():
+    rng = np.random.default_rng(3)
+    X = rng.random((24, 6, 6))
+    return X, (X[:, 2:4, 2:4].mean(axis=(1, 2)) > 0.5).astype(int)
+
+
+def test_fit_layer_validates_device():
+    X, y = _small_problem()
+    with pytest.raises(ValueError, match="device"):
+        dccnn.fit_layer(X, y, patch_size=3, features="exact", device="gpu")
+
+
+@pytest.mark.skipif(HAS_GPU, reason="a GPU is present: the unavailable path cannot be seen")
+@pytest.mark.parametrize("features", ["exact", "nystroem"])
+def test_fit_layer_on_cuda_without_gpu_is_a_clear_error(features):
+    X, y = _small_problem()
+    with pytest.raises(RuntimeError, match="device='cuda'"):
+        dccnn.fit_layer(X, y, patch_size=3, features=features, n_components=20, device="cuda")
+    with pytest.raises(RuntimeError, match="device='cuda'"):
+        dccnn.DCCNNClassifier(device="cuda").fit(X, y)
+
+
+@pytest.mark.cuda
+@requires_gpu
+@pytest.mark.parametrize("features", ["exact", "nystroem"])
+def test_fit_layer_on_cuda_matches_the_cpu(features):
+    X, y = _small_problem()
+    common = dict(patch_size=3, pool_size=2, gamma=0.5, features=features, n_components=20,
+                  tol=1e-8, random_state=0)
+    cpu = dccnn.fit_layer(X, y, **common)
+    gpu = dccnn.fit_layer(X, y, device="cuda", **common)
+    assert gpu.primal_objective_ == pytest.approx(cpu.primal_objective_, rel=1e-7)
+    np.testing.assert_allclose(gpu.decision_function(X), cpu.decision_function(X), atol=1e-5)
+    np.testing.assert_array_equal(gpu.predict(X), cpu.predict(X))

@@ -60,13 +60,15 @@ class _DCCNNBase(BaseEstimator):
     _loss_default = None
 
     def __init__(self, layers=None, *, image_shape=None, C=None, loss=None, max_memory=None,
-                 backend="auto", callback=None, random_state=None, n_jobs=None, verbose=0):
+                 backend="auto", device="cpu", callback=None, random_state=None, n_jobs=None,
+                 verbose=0):
         self.layers = layers
         self.image_shape = image_shape
         self.C = C
         self.loss = loss
         self.max_memory = max_memory
         self.backend = backend
+        self.device = device
         self.callback = callback
         self.random_state = random_state
         self.n_jobs = n_jobs
@@ -136,7 +138,7 @@ class _DCCNNBase(BaseEstimator):
         self.network_ = Network(self._layer_specs(images.shape[1:])).fit(
             images, y, random_state=self.random_state, verbose=self.verbose,
             callback=self.callback, backend=self.backend, n_jobs=self.n_jobs,
-            max_memory=self.max_memory)
+            max_memory=self.max_memory, device=self.device)
         last = self.network_.layers_[-1]
         self.n_filters_ = self.network_.n_filters_
         self.gap_ = last.gap_
@@ -167,7 +169,8 @@ class DCCNNClassifier(ClassifierMixin, TransformerMixin, _DCCNNBase):
     Parameters: ``layers`` (list of ``LayerSpec`` or dicts; None: the default architecture),
     ``image_shape`` ((H, W) or (C, H, W) for flat input), ``C`` (overrides every layer's C),
     ``loss`` (default "squared_hinge"), ``max_memory`` (bytes; the automatic back-end choice
-    and every large allocation respect it), ``backend``, ``callback(iteration, gap, elapsed,
+    and every large allocation respect it), ``backend``, ``device`` ("cpu" or "cuda": kernel
+    evaluation on the GPU), ``callback(iteration, gap, elapsed,
     layer=k)``, ``random_state``, ``n_jobs``, ``verbose``.
     Attributes: ``classes_``, ``n_features_in_``, ``network_``, ``n_filters_`` (per layer),
     ``gap_`` (last layer), ``fit_time_``.

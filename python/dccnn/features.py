@@ -166,7 +166,7 @@ class NystroemMap(PatchFeatureMap):
     ``floor * largest`` are dropped."""
 
     def __init__(self, pooling, kernel_params, n_components, random_state=None, floor=1e-10,
-                 n_jobs=None, backend="auto"):
+                 n_jobs=None, backend="auto", device="cpu"):
         super().__init__(pooling)
         self.kernel_params = kernel_params
         self.m = n_components
@@ -174,11 +174,13 @@ class NystroemMap(PatchFeatureMap):
         self.floor = floor
         self.n_jobs = n_jobs
         self.backend = backend
+        self.device = device
 
     def _k(self, A, B):
         p = self.kernel_params
         return kernel_matrix(A, B, p.kernel, gamma=p.gamma, degree=p.degree, coef0=p.coef0,
-                             constant=p.constant, n_jobs=self.n_jobs, backend=self.backend)
+                             constant=p.constant, n_jobs=self.n_jobs, backend=self.backend,
+                             device=self.device)
 
     def fit(self, Z):
         flat = Z.reshape(-1, Z.shape[2])
@@ -224,9 +226,11 @@ class RandomFourierMap(PatchFeatureMap):
         return out.astype(Zflat.dtype, copy=False)
 
 
-def exact_features(Z, pooling, kernel_params, *, n_jobs=None, backend="auto", max_memory=None):
+def exact_features(Z, pooling, kernel_params, *, n_jobs=None, backend="auto", max_memory=None,
+                   device="cpu"):
     p = kernel_params
     blocks = pooled_kernel_blocks(Z, pooling=pooling, kernel=p.kernel, gamma=p.gamma,
                                   degree=p.degree, coef0=p.coef0, constant=p.constant,
-                                  n_jobs=n_jobs, backend=backend, max_memory=max_memory)
+                                  n_jobs=n_jobs, backend=backend, max_memory=max_memory,
+                                  device=device)
     return ExactFeatures(blocks)

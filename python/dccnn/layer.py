@@ -72,7 +72,8 @@ class ConvexLayer:
             blocks = pooled_kernel_blocks(Z[s:s + batch], self.support_patches_,
                                           pooling=self.pooling_, kernel=p.kernel, gamma=p.gamma,
                                           degree=p.degree, coef0=p.coef0, constant=p.constant,
-                                          backend=self.backend, n_jobs=self.n_jobs)
+                                          backend=self.backend, n_jobs=self.n_jobs,
+                                          device=self.device)
             out[s:s + batch] = conv_outputs(cross_from_blocks(blocks, self.support_beta_),
                                             self.filter_coef_)
         return out
@@ -128,14 +129,14 @@ def choose_features(n, K, Q, dtype, max_memory):
     return "exact", f"auto: {exact_bytes / 2**30:.2f} GiB fits the budget"
 
 
-def _feature_map(features, kp, pooling, Z, n_components, random_state, n_jobs, backend):
+def _feature_map(features, kp, pooling, Z, n_components, random_state, n_jobs, backend, device):
     """The fitted explicit feature map of patches for ``features``."""
     if features == "nystroem" and kp.kernel == "linear" and n_components is None:
         fmap = LinearMap(pooling, kp.constant)
     elif features == "nystroem":
         m = n_components or min(500, Z.shape[0] * Z.shape[1])
         fmap = NystroemMap(pooling, kp, m, random_state=random_state, n_jobs=n_jobs,
-                           backend=backend)
+                           backend=backend, device=device)
     else:
         fmap = RandomFourierMap(pooling, kp.gamma, n_components or 500,
                                 random_state=random_state, constant=kp.constant)
@@ -164,7 +165,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
               normalize_patches=False, C=1.0, mu=0.0, loss="squared_hinge", features="exact",
               n_components=None, solver="dual", tol=1e-6, max_iter=None, max_filters=None,
               random_state=None, verbose=0, warm_start=None, callback=None, backend="auto",
-              n_jobs=None, max_memory=None):
+              n_jobs=None, max_memory=None, device="cpu"):
     """Train one convexified layer (SPEC §1-5) and return a fitted ``ConvexLayer``.
 
     ``X``: images (n, C, H, W) or (n, H, W). ``y``: 1-d labels (one-vs-rest coding; two
@@ -175,7 +176,9 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     thresholding, the CCNN-style baseline), "factored" (Burer-Monteiro L-BFGS; both primal
     solvers need explicit features and a smooth loss) or "auto" ("factored" where it applies,
     else "dual"). ``gamma="median"``: 1 / the median squared distance between training
-    patches. The network is recovered from the solution (SPEC §4). The fit stops when the
+    patches. ``device="cuda"`` evaluates the kernel blocks (exact) or the Nystroem kernel
+    columns on the GPU, for the fit and for ``transform``/``decision_function`` (needs the
+    CUDA build, ``dccnn._cuda``). The network is recovered from the solution (SPEC §4). The fit stops when the
     relative duality gap is at most ``tol`` or after ``max_iter`` iterations (then with a
     ConvergenceWarning stating the gap). ``warm_start``: a previously fitted layer on the same
     data (e.g. along a path of C values) whose dual variables and multiplier start the solver.
@@ -235,17 +238,17 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     layer.__dict__.update(
         patch_size=patch_size, stride=stride, padding=padding, pool_size=pool_size,
         pool_stride=pool_stride, normalize_patches=normalize_patches, C=C, mu=mu, loss=loss,
-        features=features, solver=solver, tol=tol, backend=backend, n_jobs=n_jobs,
+        features=features, solver=solver, tol=tol, backend=backend, n_jobs=n_jobs, device=device,
         input_shape_=Xi.shape[1:], dtype_=Z.dtype, pooling_=pooling, kernel_params_=kp,
         classes_=classes, n_outputs_=K, feature_map_=None)
 
     try:
         if features == "exact":
             feats = exact_features(Z, pooling, kp, n_jobs=n_jobs, backend=backend,
-                                   max_memory=max_memory)
+                                   max_memory=max_memory, device=device)
         else:
             fmap = _feature_map(features, kp, pooling, Z, n_components, random_state, n_jobs,
-                                backend)
+                                backend, device)
             check_allocation((n, pooling.n_windows, fmap.n_components), np.float64,
                              "explicit features", max_memory=max_memory,
                              advice="Use a smaller n_components.")

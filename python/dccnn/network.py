@@ -59,7 +59,7 @@ class Network:
         self.layers = specs
 
     def fit(self, X, y, *, random_state=None, verbose=0, callback=None, backend="auto",
-            n_jobs=None, max_memory=None):
+            n_jobs=None, max_memory=None, device="cpu"):
         """Train the layers one after the other; returns self."""
         start = time.perf_counter()
         images = as_images(X)
@@ -71,7 +71,7 @@ class Network:
                 lambda it, gap, t, k=k: callback(it, gap, t, layer=k))
             layer = fit_layer(images, y, **asdict(spec), random_state=random_state,
                               verbose=verbose, callback=layer_callback, backend=backend,
-                              n_jobs=n_jobs, max_memory=max_memory)
+                              n_jobs=n_jobs, max_memory=max_memory, device=device)
             fitted.append(layer)
             if k + 1 < len(self.layers):
                 if layer.n_filters_ == 0:
