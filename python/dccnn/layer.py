@@ -29,6 +29,8 @@ SOLVERS = ("auto", "dual", "primal", "factored")
 # features="auto" takes the exact back-end up to this many images (its kernel work and the
 # dual solver's Gram grow as n^2) when its memory fits the budget, else Nystroem features.
 EXACT_MAX_SAMPLES = 500
+# Iterations of each reduced problem of the recovery when max_iter is not given.
+RECOVERY_MAX_ITER = 20000
 # C is the scale of the dual variables: beyond these bounds products such as C * ||Psi||^2
 # under- or overflow double precision.
 C_RANGE = (1e-12, 1e12)
@@ -143,7 +145,7 @@ def _feature_map(features, kp, pooling, Z, n_components, random_state, n_jobs, b
     return fmap.fit(Z)
 
 
-def _network_of_explicit_A(feats, A, Y, loss, mu, max_filters, tol, random_state):
+def _network_of_explicit_A(feats, A, Y, loss, mu, max_filters, tol, max_iter, random_state):
     """The network of an explicit A (m, T): filters = left singular vectors; with
     ``max_filters`` the strongest filters are kept and their linear weights refitted."""
     K = Y.shape[1]
@@ -151,7 +153,8 @@ def _network_of_explicit_A(feats, A, Y, loss, mu, max_filters, tol, random_state
     U = feats.psi.astype(np.float64) @ filters
     if max_filters is not None and filters.shape[1] > max_filters:
         filters, U = filters[:, :max_filters], U[:, :, :max_filters]
-        weights = reduced_solve(U, Y, loss, mu, weights[:max_filters], tol, 20000, random_state)
+        weights = reduced_solve(U, Y, loss, mu, weights[:max_filters], tol, max_iter,
+                                random_state)
         P, weights, _ = singular_basis(weights)
         filters, U = filters @ P, U @ P
     sv = scipy.linalg.svdvals(weights) if weights.size else np.zeros(0)
@@ -292,6 +295,8 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
 def _solve_and_recover(layer, feats, Z, Y, lossobj, mu, K, pooling, features, solver, tol,
                        max_iter, max_filters, warm_start, callback, random_state, backend):
     """Run the solver, recover the network and store both on ``layer``."""
+    # the reduced problems of the recovery are bounded like the solver itself
+    recovery_iter = max_iter or RECOVERY_MAX_ITER
     if solver in ("primal", "factored"):
         A0 = getattr(warm_start, "A_", None)
         run = fista if solver == "primal" else factored_primal
@@ -301,7 +306,7 @@ def _solve_and_recover(layer, feats, Z, Y, lossobj, mu, K, pooling, features, so
                                               callback=callback, **extra)
         solver_converged = cert.gap <= tol
         fallback = _network_of_explicit_A(feats, A, Y, lossobj, mu, max_filters, tol,
-                                          random_state)
+                                          recovery_iter, random_state)
         primal_point = None
     else:
         alpha0 = getattr(warm_start, "alpha_", None)
@@ -321,7 +326,7 @@ def _solve_and_recover(layer, feats, Z, Y, lossobj, mu, K, pooling, features, so
     beta = lossobj.beta(alpha / cert.dual_scale, Y)
     rec = recover((feats.cross(beta), beta), Y, lossobj, mu, cert.dual, solver_gap=cert.gap,
                   tol=tol, primal_point=primal_point, fallback=fallback,
-                  max_filters=max_filters, random_state=random_state)
+                  max_filters=max_filters, max_iter=recovery_iter, random_state=random_state)
     weights, primal = rec.weights, rec.primal
     if features == "exact":
         support = np.flatnonzero(np.any(rec.beta != 0, axis=1))
