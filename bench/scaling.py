@@ -23,6 +23,7 @@ smoke version (bench/smoke.sh).
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import scipy.ndimage
 
-from compare import digits_images, peak_rss_mib, rotate_on_noise, worker_env
+from compare import cpu_limited, digits_images, peak_rss_mib, rotate_on_noise, worker_env
 
 HERE = Path(__file__).resolve().parent
 LAYER = dict(patch_size=3, padding=1, pool_size=2, pool_stride=2, kernel="rbf", gamma="median",
@@ -54,12 +55,8 @@ def scaling_data(n, side, seed=0):
     return images, y[idx]
 
 
-def run_point(series, n, side, m):
-    """One measurement in this process; prints a JSON line."""
+def run_series(series, X, y, m):
     import dccnn
-    X, y = scaling_data(n, side)
-    before = peak_rss_mib()
-    t0, c0 = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         # the fixed iteration budget of the explicit series stops before tol on purpose
         warnings.simplefilter("ignore")
@@ -74,19 +71,29 @@ def run_point(series, n, side, m):
         else:
             dccnn.fit_layer(X, y, **LAYER, features="nystroem", n_components=m,
                             solver="factored", max_iter=EXPLICIT_ITERATIONS, random_state=0)
+
+
+def run_point(series, n, side, m):
+    """One measurement in this process, after a tiny warm-up run (Numba compilation and
+    first-call costs are not what the slopes are about); prints a JSON line."""
+    X, y = scaling_data(n, side)
+    run_series(series, X[:20], y[:20], min(m, 20))
+    before = peak_rss_mib()
+    t0, c0 = time.perf_counter(), time.process_time()
+    run_series(series, X, y, m)
     print(json.dumps({"series": series, "n": n, "side": side,
                       "wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
                       "peak_rss_mib": peak_rss_mib(), "rss_before_mib": before}))
 
 
-def measure(series, n, side, m, timeout):
+def measure(series, n, side, m, cpu_limit):
     cmd = [sys.executable, str(Path(__file__).resolve()), "--point", series, str(n), str(side),
            "--m", str(m)]
-    try:
-        proc = subprocess.run(cmd, env=worker_env(1), capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"series": series, "n": n, "side": side, "error": f"timeout after {timeout} s"}
+    proc = subprocess.run(cmd, env=worker_env(1), capture_output=True, text=True,
+                          preexec_fn=cpu_limited(cpu_limit))
+    if proc.returncode == -signal.SIGXCPU:
+        return {"series": series, "n": n, "side": side,
+                "error": f"not finished in {cpu_limit} CPU s"}
     if proc.returncode != 0:
         return {"series": series, "n": n, "side": side,
                 "error": f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}"}
@@ -133,7 +140,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--small", action="store_true", help="seconds-long smoke version")
-    ap.add_argument("--timeout", type=float, default=300, help="seconds per point")
+    ap.add_argument("--cpu-limit", type=int, default=200, help="CPU seconds per point")
     ap.add_argument("--results-dir", type=Path, default=HERE / "results")
     ap.add_argument("--figure", type=Path, default=HERE / "figures" / "scaling.png")
     ap.add_argument("--m", type=int, default=500, help="Nystroem landmarks")
@@ -149,7 +156,7 @@ def main(argv=None):
                         EXPLICIT_FIT: ([40, 80], 8)},
                   "side": {EXACT_BLOCKS: (20, [8, 12]), EXPLICIT_FIT: (40, [8, 12])}}
     else:
-        sweeps = {"n": {EXACT_BLOCKS: ([125, 250, 500, 1000], 8), EXACT_FIT: ([40, 80, 120], 8),
+        sweeps = {"n": {EXACT_BLOCKS: ([125, 250, 500, 1000], 8), EXACT_FIT: ([50, 100, 200, 300], 8),
                         EXPLICIT_FIT: ([250, 500, 1000, 2000, 4000, 8000], 8)},
                   "side": {EXACT_BLOCKS: (100, [8, 12, 16, 24]), EXPLICIT_FIT: (500, [8, 12, 16, 24])}}
     results = {"n": {}, "side": {}}
@@ -158,7 +165,7 @@ def main(argv=None):
             points = []
             for n in np.atleast_1d(ns):
                 for side in np.atleast_1d(sides):
-                    p = measure(series, int(n), int(side), args.m, args.timeout)
+                    p = measure(series, int(n), int(side), args.m, args.cpu_limit)
                     print(json.dumps(p), flush=True)
                     points.append(p)
             results[sweep][series] = points

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Smoke runs of the end-to-end benchmarks (issue 6): tiny sizes, so that bench/compare.py and
+# bench/scaling.py cannot rot. Called from .ci/run; fails on any error. Results and the figure
+# go to a temporary directory, never over the committed ones in bench/results, bench/figures.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+# numpy/scikit-learn timings are taken with OpenBLAS choosing its own kernels
+run() { env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH="$PWD/../python${PYTHONPATH:+:$PYTHONPATH}" "$PY" "$@"; }
+run compare.py --small --threads 1 --results-dir "$out"
+run scaling.py --small --results-dir "$out" --figure "$out/scaling.png"
+test -s "$out/compare_small.json" && test -s "$out/scaling_small.json" && test -s "$out/scaling.png"
+echo "bench smoke: ok"
