@@ -2,13 +2,11 @@
 here from scratch, against the primal optimum, on a planted convolutional model, and saved."""
 
 import pickle
-import warnings
 
 import numpy as np
 import pytest
 import scipy.linalg
 from scipy.spatial.distance import cdist
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import SVC
 
 import dccnn

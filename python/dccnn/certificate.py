@@ -3,11 +3,6 @@
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
-
-
-def psd_eigvalsh(M):
-    return np.maximum(scipy.linalg.eigvalsh(0.5 * (M + M.T)), 0.0)
 
 
 def dual_objective(alpha, Y, M_eigvals, loss, mu):

@@ -27,7 +27,7 @@ def main(argv=None):
     fit_time = time.perf_counter() - start
     error = np.mean(clf.predict(X[1297:]) != y[1297:])
     layer = clf.network_.layers_[0]
-    print(f"digits: 1297 training images, 500 test images (8x8)")
+    print("digits: 1297 training images, 500 test images (8x8)")
     print(f"DCCNNClassifier(): test accuracy {100 * (1 - error):.1f}% "
           f"(error {100 * error:.1f}%), fit {fit_time:.1f} s, "
           f"{layer.n_filters_} recovered filters")

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import scipy.linalg
 
-from ..certificate import Certificate, dual_objective, primal_objective, psd_eigvalsh
+from ..certificate import Certificate, dual_objective, primal_objective
 
 # Lipschitz constants of d loss / d f for the smooth losses.
 LOSS_CURVATURE = {"squared_hinge": 2.0, "logistic": 0.25, "squared": 2.0}
