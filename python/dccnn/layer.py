@@ -149,15 +149,14 @@ def _network_of_explicit_A(feats, A, Y, loss, mu, max_filters, tol, max_iter, ra
     """The network of an explicit A (m, T): filters = left singular vectors; with
     ``max_filters`` the strongest filters are kept and their linear weights refitted."""
     K = Y.shape[1]
-    filters, weights, _ = singular_basis(A)
+    filters, weights, sv = singular_basis(A)
     U = feats.psi.astype(np.float64) @ filters
     if max_filters is not None and filters.shape[1] > max_filters:
         filters, U = filters[:, :max_filters], U[:, :, :max_filters]
         weights = reduced_solve(U, Y, loss, mu, weights[:max_filters], tol, max_iter,
                                 random_state)
-        P, weights, _ = singular_basis(weights)
+        P, weights, sv = singular_basis(weights)
         filters, U = filters @ P, U @ P
-    sv = scipy.linalg.svdvals(weights) if weights.size else np.zeros(0)
     scores = network_scores(U, weights, K)
     return Recovery(None, None, weights, primal_objective(sv**2, scores, Y, loss, mu), scores,
                     "primal_point", (), filters)
