@@ -142,6 +142,26 @@ def test_rbf_underflow_and_far_points(backend):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("gamma", [1.0, 1e-3, 1e12])
+def test_rbf_across_the_exp_underflow_floor(backend, dtype, gamma):
+    # gamma * dist swept through the float range's underflow (about 87-104 in float32,
+    # 708-745 in float64) and far beyond: values match exp to the precision, with an absolute
+    # slack of the smallest normal number (the C++ core flushes what lies below it to 0).
+    tiny = np.finfo(dtype).tiny
+    exponents = np.concatenate([np.linspace(0.0, 120.0, 241), np.linspace(700.0, 760.0, 121),
+                                [1e4, 1e8, 1e20]])
+    dist = exponents / gamma
+    Z2 = np.sqrt(dist)[:, None].astype(dtype)
+    Z1 = np.zeros((4, 1), dtype)
+    K = dccnn.kernel_matrix(Z1, Z2, "rbf", gamma=gamma, backend=backend)
+    assert K.dtype == dtype and np.isfinite(K).all() and (K >= 0).all()
+    expected = np.exp(-gamma * Z2[:, 0].astype(np.float64) ** 2)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    for row in K:
+        np.testing.assert_allclose(row, expected, rtol=rtol, atol=tiny)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_inverse_polynomial_outside_unit_ball_is_an_error(backend, dtype):
     rng = np.random.default_rng(6)
     Z1 = unit_ball_rows(rng, 9, 4, dtype=dtype)

@@ -8,11 +8,15 @@
 
 namespace dccnn {
 
-// exp(x) for x <= 88; returns 0 below the float range (rbf arguments are never positive).
+// Both take x in [kExpFloor, 88] and contain no select: a clamp against a compile-time
+// constant lets GCC thread the clamped branch into a constant and give up vectorising the
+// loop, so callers clamp against a run-time value instead (see Params in tile_engine.inc).
+// At the floor, round(x / ln 2) is the exponent whose scale bits are all zero, so the result
+// is exactly 0 there, as for any true value below the smallest normal number.
+constexpr float kExpFloorF32 = -88.0f;
+constexpr double kExpFloorF64 = -709.0;
+
 static inline float fast_exp(float x) {
-  const float lo = -87.3365447f;
-  const bool under = x < lo;
-  x = under ? lo : x;
   // round(x / ln 2) with the 1.5 * 2^23 trick: the integer lands in the low mantissa bits.
   const float magic = 12582912.0f;
   float shifted = x * 1.44269504088896341f + magic;
@@ -31,14 +35,10 @@ static inline float fast_exp(float x) {
   const std::int32_t scale_bits = (n + 127) << 23;
   float scale;
   std::memcpy(&scale, &scale_bits, sizeof scale);
-  const float result = p * scale;
-  return under ? 0.0f : result;
+  return p * scale;
 }
 
 static inline double fast_exp(double x) {
-  const double lo = -708.39641853226408;
-  const bool under = x < lo;
-  x = under ? lo : x;
   const double magic = 6755399441055744.0;  // 1.5 * 2^52
   double shifted = x * 1.4426950408889634073599 + magic;
   std::int64_t bits;
@@ -56,8 +56,7 @@ static inline double fast_exp(double x) {
   const std::int64_t scale_bits = (n + 1023) << 52;
   double scale;
   std::memcpy(&scale, &scale_bits, sizeof scale);
-  const double result = e * scale;
-  return under ? 0.0 : result;
+  return e * scale;
 }
 
 }  // namespace dccnn
