@@ -216,3 +216,30 @@ def test_bad_targets():
     Xbad[0, 0, 0] = np.inf
     with pytest.raises(ValueError, match="X"):
         dccnn.fit_layer(Xbad, y, patch_size=3)
+
+
+@pytest.mark.parametrize("K", [1, 3])
+def test_dual_operators_of_both_back_ends_match_explicit_loops(K):
+    # M(beta) = G^T G and the scores of A = G(beta) S, written out with loops over the
+    # definitions (SPEC §2), against the explicit back-end (through G) and the exact back-end
+    # on the Gram blocks of the same features (through cross)
+    from dccnn.features import ExactFeatures, ExplicitFeatures
+
+    rng = np.random.default_rng(K)
+    n, Q, m = 7, 3, 5
+    T = Q * K
+    psi = rng.standard_normal((n, Q, m))
+    beta = rng.standard_normal((n, K))
+    S = rng.standard_normal((T, T))
+    G = np.zeros((m, T))
+    for q in range(Q):
+        for c in range(K):
+            G[:, q * K + c] = sum(beta[i, c] * psi[i, q] for i in range(n))
+    A = G @ S
+    scores = np.array([[sum(A[:, q * K + c] @ psi[i, q] for q in range(Q)) for c in range(K)]
+                       for i in range(n)])
+    blocks = np.einsum("iqm,jrm->ijqr", psi, psi)
+    for feats in (ExplicitFeatures(psi), ExactFeatures(blocks)):
+        op = feats.dual_operator(beta)
+        np.testing.assert_allclose(op.M, G.T @ G, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(op.scores(S), scores, rtol=1e-12, atol=1e-12)

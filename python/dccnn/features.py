@@ -1,12 +1,15 @@
 """Feature back-ends (SPEC §5) behind one interface.
 
-The solver sees only ``cross(beta)``: for dual weights beta (n, K) it returns
-``H[j, q, r*K + c] = <G_(r, c), psi_q(x_j)> = sum_i beta[i, c] K_ji[q, r]``, the inner products
-of the columns of G(beta) with every pooled feature of every training image. M(beta),
-the scores of any A = G(beta) S and the coordinate-descent Gram all follow from it or from
-``contracted_gram(Sigma)``. ``ExactFeatures`` holds the pooled kernel blocks; ``ExplicitFeatures``
-holds psi_q(x) in R^m (Nystroem, random Fourier or the patches themselves for the linear
-kernel) and is also what the primal FISTA baseline needs.
+The dual solvers see only ``dual_operator(beta)``: for dual weights beta (n, K) it gives
+M(beta) = G(beta)^T G(beta) (T x T) and the scores of any A = G(beta) S (S: T x T). The exact
+back-end gets both from ``cross(beta)``,
+``H[j, q, r*K + c] = <G_(r, c), psi_q(x_j)> = sum_i beta[i, c] K_ji[q, r]``, the inner
+products of the columns of G(beta) with every pooled feature of every training image
+(n^2 Q^2 K work on the blocks). The explicit back-end gets them from G(beta) itself (m x T):
+two passes over psi at n Q m K each, the cost of one FISTA iteration, where ``cross`` would
+cost n Q m T, Q times more. ``ExactFeatures`` holds the pooled kernel blocks;
+``ExplicitFeatures`` holds psi_q(x) in R^m (Nystroem, random Fourier or the patches themselves
+for the linear kernel) and is also what the primal solvers need.
 """
 
 import numpy as np
@@ -32,6 +35,9 @@ class ExactFeatures:
         S = beta.T.astype(self.blocks.dtype) @ self.blocks.reshape(n, n * Q * Q)  # [c, j, r, q]
         return np.ascontiguousarray(
             S.reshape(K, n, Q, Q).transpose(1, 3, 2, 0).reshape(n, Q, Q * K), dtype=np.float64)
+
+    def dual_operator(self, beta):
+        return CrossOperator(self.cross(beta), beta)
 
     def contracted_gram(self, Sigma, K):
         """Kt[(i, c), (j, c')] = <Sigma_(c, c'), K_ij>_F as an (n K, n K) float64 array."""
@@ -77,6 +83,9 @@ class ExplicitFeatures:
     def cross(self, beta):
         return cross_from_psi(self.psi, self.G(beta))
 
+    def dual_operator(self, beta):
+        return ExplicitOperator(self, self.G(np.asarray(beta, dtype=np.float64)))
+
     def contracted_gram(self, Sigma, K):
         n, Q, m = self.psi.shape
         flat = self.psi.reshape(n * Q, m).astype(np.float64)
@@ -86,6 +95,30 @@ class ExplicitFeatures:
     def diag_blocks(self):
         psi = self.psi.astype(np.float64)
         return np.einsum("iqm,irm->iqr", psi, psi)
+
+
+class CrossOperator:
+    """M(beta) and the scores of G(beta) S from H = cross(beta)."""
+
+    def __init__(self, H, beta):
+        self.H = H
+        self.M = gram_M(H, beta)
+
+    def scores(self, S):
+        return scores_from_cross(self.H, S)
+
+
+class ExplicitOperator:
+    """M(beta) and the scores of G(beta) S from the explicit G(beta) (m x T)."""
+
+    def __init__(self, feats, G):
+        self.feats = feats
+        self.G = G
+        M = G.T @ G
+        self.M = 0.5 * (M + M.T)
+
+    def scores(self, S):
+        return self.feats.scores(self.G @ S)
 
 
 def cross_from_blocks(blocks, beta):

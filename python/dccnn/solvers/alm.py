@@ -7,7 +7,7 @@ Sigma (T x T, PSD) updated in closed form:
 
 The update puts mass back wherever M exceeds I, so directions of Sigma that are zero grow back
 (what the alternating scheme of SPEC §7 lacks). grad psi = L'(alpha) - y * f(G(beta) Sigma_+):
-one cross product per evaluation. It is smooth even for the hinge loss, whose inner problem
+one ``dual_operator`` per evaluation (M and these scores). It is smooth even for the hinge loss, whose inner problem
 for a fixed Sigma is not strongly concave.
 
 The penalty c trades outer for inner iterations: the outer (multiplier) error shrinks by a
@@ -22,7 +22,6 @@ import scipy.linalg
 import scipy.optimize
 
 from ..certificate import dual_objective, primal_objective
-from ..features import gram_M, scores_from_cross
 
 # c * C * ||Psi||^2. Digits/Nystroem, n=200, K=3, gap 1e-6: 1e4 / 1e5 / 1e6 / 1e7 took
 # 9687 / 2038 / 871 / 1835 evaluations; at n=500, K=10, 1e7 was still at gap 0.86 after 1500
@@ -58,16 +57,15 @@ def box_bounds(loss, size):
 
 
 def kernel_operator_norm(feats, K, seed=0):
-    """Largest eigenvalue of beta -> scores of G(beta) (Sigma = I), by power iteration with
-    cross products only (so it works on every feature back-end); 1% accuracy is enough to set a
-    penalty."""
+    """Largest eigenvalue of beta -> scores of G(beta) (Sigma = I), by power iteration with the
+    back-end's dual operator; 1% accuracy is enough to set a penalty."""
     rng = np.random.default_rng(seed)
     beta = rng.standard_normal((feats.n, K))
     eye = np.eye(feats.Q * K)
     lam = 0.0
     for _ in range(POWER_ITERATIONS):
         beta /= np.linalg.norm(beta)
-        image = scores_from_cross(feats.cross(beta), eye)
+        image = feats.dual_operator(beta).scores(eye)
         lam_new = float(np.vdot(beta, image))
         beta = image
         if abs(lam_new - lam) <= 1e-3 * lam_new:
@@ -93,7 +91,7 @@ def alm_dual(feats, Y, loss, tracker, *, tol, max_iter, alpha0=None, Sigma0=None
     # start feasible: with a large c, psi at a far infeasible point is so large that
     # L-BFGS-B's line search loses the change in psi to rounding
     beta = loss.beta(alpha, Y)
-    alpha /= max(1.0, np.sqrt(scipy.linalg.eigvalsh(gram_M(feats.cross(beta), beta))[-1]))
+    alpha /= max(1.0, np.sqrt(scipy.linalg.eigvalsh(feats.dual_operator(beta).M)[-1]))
     Sigma = np.zeros((T, T)) if Sigma0 is None else np.array(Sigma0, dtype=np.float64)
     I = np.eye(T)
     last = {}
@@ -104,12 +102,12 @@ def alm_dual(feats, Y, loss, tracker, *, tol, max_iter, alpha0=None, Sigma0=None
         evaluations += 1
         a = x.reshape(n, K)
         beta = loss.beta(a, Y)
-        H = feats.cross(beta)
-        M = gram_M(H, beta)
+        op = feats.dual_operator(beta)
+        M = op.M
         w, V = scipy.linalg.eigh(Sigma + 0.5 * c * (M - I))
         wp = np.maximum(w, 0.0)
         Sp = (V * wp) @ V.T
-        F = scores_from_cross(H, Sp)
+        F = op.scores(Sp)
         value = loss.dual_term(a, Y) - (np.sum(wp**2) - np.sum(Sigma**2)) / (2 * c)
         grad = dual_term_gradient(loss, a, Y) - sign * F
         last.update(M=M, Sp=Sp, F=F, beta=beta)
@@ -125,7 +123,7 @@ def alm_dual(feats, Y, loss, tracker, *, tol, max_iter, alpha0=None, Sigma0=None
         for cand, Mc in candidates:
             if Mc is None:
                 bc = loss.beta(cand, Y)
-                Mc = gram_M(feats.cross(bc), bc)
+                Mc = feats.dual_operator(bc).M
             dual, sc = dual_objective(cand, Y, scipy.linalg.eigvalsh(Mc), loss, 0.0)
             tracker.update(primal, beta, Sp, dual, cand, sc)
         return Sp

@@ -18,7 +18,6 @@ import scipy.linalg
 import scipy.optimize
 
 from ..certificate import Certificate, primal_objective
-from ..features import gram_M, scores_from_cross
 from .alm import alm_dual, box_bounds, dual_term_gradient
 
 
@@ -68,7 +67,7 @@ def _solve_alm(feats, Y, loss, *, tol, max_iter, alpha0, V0, callback, verbose):
     """mu = 0 through the augmented Lagrangian. (The factored form below also solves mu = 0
     for smooth losses, but its inner coordinate descent crawls for the hinge loss, whose inner
     problem is not strongly concave.) A warm start passes the previous alpha and multiplier
-    Sigma = V0 V0^T; ``inner_epochs`` counts the inner evaluations (cross products)."""
+    Sigma = V0 V0^T; ``inner_epochs`` counts the inner evaluations (dual operators)."""
     T = feats.Q * Y.shape[1]
     Sigma0 = None
     if V0 is not None and np.shape(V0)[0] == T:
@@ -102,7 +101,7 @@ def _solve_smoothed(feats, Y, loss, mu, *, tol, max_iter, alpha0, callback, verb
     L'(alpha) - y * f(G(beta) S), S = V diag((sigma - 1)_+ / (mu sigma)) V^T from one
     eigendecomposition of M, and A = G(beta) S is the primal point of SPEC §4's closed form, so
     every evaluation is certified. ``n_iter`` counts L-BFGS-B iterations, ``inner_epochs`` the
-    evaluations (cross products)."""
+    evaluations (dual operators)."""
     n, K = Y.shape
     sign = Y if loss.margin else np.ones_like(Y)
     bounds = box_bounds(loss, n * K)
@@ -120,14 +119,13 @@ def _solve_smoothed(feats, Y, loss, mu, *, tol, max_iter, alpha0, callback, verb
         state["evaluations"] += 1
         a = x.reshape(n, K)
         beta = loss.beta(a, Y)
-        H = feats.cross(beta)
-        M = gram_M(H, beta)
-        lam, V = scipy.linalg.eigh(M)
+        op = feats.dual_operator(beta)
+        lam, V = scipy.linalg.eigh(op.M)
         sigma = np.sqrt(np.maximum(lam, 0.0))
         excess = np.maximum(sigma - 1.0, 0.0)
         weight = np.divide(excess, mu * sigma, out=np.zeros_like(sigma), where=excess > 0)
         S = (V * weight) @ V.T
-        F = scores_from_cross(H, S)
+        F = op.scores(S)
         value = loss.dual_term(a, Y) - float(excess @ excess) / (2 * mu)
         # A = G(beta) S has A^T A = S M S, whose eigenvalues are (sigma * weight)^2 in V's basis
         primal = primal_objective((sigma * weight) ** 2, F, Y, loss, mu)
