@@ -187,6 +187,34 @@ def test_openmp_next_to_openblas_threads():
     assert "coexistence OK" in proc.stdout
 
 
+def test_solvers_run_scipys_vendored_blas_on_one_thread():
+    # scipy's own BLAS (vendored next to the package by its wheels) is limited to one thread
+    # inside the context and restored after it; every other pool (numpy's BLAS, OpenMP) keeps
+    # its setting. With a shared BLAS (conda, system) nothing is vendored and nothing changes.
+    import scipy
+    import scipy.linalg  # noqa: F401  (loads scipy's BLAS)
+    from threadpoolctl import threadpool_info
+
+    from dccnn._threads import scipy_blas_single_thread
+
+    scipy_dir = os.path.dirname(os.path.abspath(scipy.__file__))
+
+    def vendored(lib):
+        path = os.path.abspath(lib["filepath"])
+        return lib["user_api"] == "blas" and (path.startswith(scipy_dir + os.sep)
+                                              or path.startswith(scipy_dir + ".libs" + os.sep))
+
+    before = {lib["filepath"]: lib["num_threads"] for lib in threadpool_info()}
+    if os.path.isdir(scipy_dir + ".libs"):  # a pip wheel of scipy: its BLAS is vendored there
+        assert any(vendored(lib) for lib in threadpool_info())
+    with scipy_blas_single_thread():
+        for lib in threadpool_info():
+            expected = 1 if vendored(lib) else before[lib["filepath"]]
+            assert lib["num_threads"] == expected, lib
+    after = {lib["filepath"]: lib["num_threads"] for lib in threadpool_info()}
+    assert after == before
+
+
 LONG_CALLS = {
     # each takes several seconds on 2 cores and returns a small result
     "pooled_kernel_blocks": """

@@ -1,5 +1,7 @@
-"""n_jobs (joblib convention) -> number of threads for the compiled and Numba kernels."""
+"""Thread counts: n_jobs (joblib convention) for the compiled and Numba kernels, and the
+BLAS pools while the solvers run."""
 
+import contextlib
 import os
 
 from ._validation import check_int
@@ -18,3 +20,28 @@ def n_threads_from_n_jobs(n_jobs):
     if n_jobs == 0:
         raise ValueError("n_jobs: must be a positive or negative integer, or None; got 0")
     return max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+
+
+def scipy_blas_single_thread():
+    """Context manager: scipy's own BLAS/LAPACK (the library its wheels vendor next to the
+    package) runs on one thread while the solvers do.
+
+    The solvers alternate numpy GEMMs over the features (numpy's BLAS, the costly part) with
+    scipy's small calls (L-BFGS-B's vector updates, T x T eigh and SVD). With pip wheels these
+    are two OpenBLAS libraries, each with its own thread pool whose workers busy-wait after a
+    call, so on two cores each pool's spinning workers stole the cores from the other's calls:
+    the default digits fit took 68 s with two threads against 27 s with one. With scipy's pool
+    at one thread it takes 17 s (bench/README.md). Where numpy and scipy share one BLAS (conda,
+    system libraries) nothing is vendored next to scipy and nothing changes.
+    """
+    import scipy
+    from threadpoolctl import ThreadpoolController
+
+    scipy_dir = os.path.dirname(os.path.abspath(scipy.__file__))
+    vendored = (scipy_dir + os.sep, scipy_dir + ".libs" + os.sep)
+    controller = ThreadpoolController()
+    paths = [lib.filepath for lib in controller.lib_controllers
+             if lib.user_api == "blas" and os.path.abspath(lib.filepath).startswith(vendored)]
+    if not paths:
+        return contextlib.nullcontext()
+    return controller.select(filepath=paths).limit(limits=1)

@@ -10,6 +10,7 @@ from sklearn.exceptions import ConvergenceWarning
 from ._progress import FitProgress
 from ._memory import DEFAULT_FRACTION, available_memory, check_allocation
 from ._targets import encode_targets
+from ._threads import scipy_blas_single_thread
 from ._validation import check_choice, check_float, check_int
 from .certificate import Certificate, primal_objective
 from .features import (ExplicitFeatures, LinearMap, NystroemMap, RandomFourierMap,
@@ -271,8 +272,10 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
 
     progress = FitProgress(tol, verbose, callback)
     try:
-        _solve_and_recover(layer, feats, Z, Y, lossobj, mu, K, pooling, features, solver, tol,
-                           max_iter, max_filters, warm_start, progress, random_state, backend)
+        with scipy_blas_single_thread():
+            _solve_and_recover(layer, feats, Z, Y, lossobj, mu, K, pooling, features, solver,
+                               tol, max_iter, max_filters, warm_start, progress, random_state,
+                               backend)
     finally:
         progress.close()
     layer.fit_time_ = time.perf_counter() - t_start
