@@ -520,3 +520,19 @@ def test_fit_layer_errors_name_its_own_arguments(scale, patch_size, name):
     X = np.random.default_rng(0).standard_normal((4, 1, 3, 3)) * scale
     with pytest.raises(ValueError, match=rf"^{name}:"):
         dccnn.fit_layer(X, np.array([0, 1, 0, 1]), patch_size=patch_size, tol=1e-3, max_iter=5)
+
+
+@pytest.mark.parametrize("solver", ["dual", "primal", "factored"])
+def test_nystroem_features_of_zero_images_are_empty_and_fit(solver):
+    """All-zero images with the linear kernel: every Nystroem eigenvalue is dropped, m = 0.
+    (Found by the fuzzer: the dual's G(beta) could not reshape an empty product, and the
+    factored solver looped for ever at rank 0.) A = 0 is the only point, P(0) = C n K."""
+    X = np.zeros((2, 1, 3, 3), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layer = dccnn.fit_layer(X, [0, 1], patch_size=1, kernel="linear", features="nystroem",
+                                solver=solver, n_components=3, tol=1e-3, max_iter=5,
+                                random_state=0)
+    assert layer.n_filters_ == 0
+    assert layer.primal_objective_ == pytest.approx(1.0 * 2 * 1, rel=1e-12)
+    np.testing.assert_array_equal(layer.decision_function(X), np.zeros((2, 1)))

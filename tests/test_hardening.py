@@ -218,7 +218,7 @@ def test_solvers_run_scipys_vendored_blas_on_one_thread():
 LONG_CALLS = {
     # each takes several seconds on 2 cores and returns a small result
     "pooled_kernel_blocks": """
-        Z = rng.standard_normal((60, 576, 25)).astype(np.float32)
+        Z = rng.standard_normal((200, 576, 25)).astype(np.float32)
         pooling = dccnn.make_pooling((24, 24), 24)
         call = lambda: dccnn.pooled_kernel_blocks(Z, pooling=pooling, backend="cpp")
     """,

@@ -65,8 +65,10 @@ class ExplicitFeatures:
     def G(self, beta):
         """G(beta) as an (m, Q*K) matrix, column q*K + c = sum_i beta[i, c] psi_q(x_i)."""
         n, Q, m = self.psi.shape
+        K = beta.shape[1]
         G_qm = self.psi.reshape(n, Q * m).T @ beta  # (Q*m, K): one GEMM
-        return G_qm.reshape(Q, m, -1).transpose(1, 0, 2).reshape(m, -1)
+        # explicit sizes: m = 0 (every Nystroem eigenvalue dropped) is a valid feature space
+        return G_qm.reshape(Q, m, K).transpose(1, 0, 2).reshape(m, Q * K)
 
     def scores(self, A):
         """f[i, c] = sum_q <A[:, q*K + c], psi_q(x_i)> for an explicit A (m, Q*K)."""
@@ -133,7 +135,7 @@ def cross_from_blocks(blocks, beta):
 def cross_from_psi(psi, G):
     """H[j, q, t] = <G[:, t], psi[j, q]>; psi (na, Q, m), G (m, T)."""
     na, Q, m = psi.shape
-    return (psi.reshape(na * Q, m).astype(np.float64) @ G).reshape(na, Q, -1)
+    return (psi.reshape(na * Q, m).astype(np.float64) @ G).reshape(na, Q, G.shape[1])
 
 
 def gram_M(H, beta):

@@ -96,6 +96,10 @@ def factored_primal(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None,
             x = res.x
         except _Done:
             break
+        if res.nit == 0:
+            # no step possible (e.g. rank 0 when every feature is zero): x is final
+            certify_point(x)
+            break
         # L-BFGS stopped short of tol: grow the rank if the iterate uses all of it
         Uc, Vc = x[:m * r].reshape(m, r), x[m * r:].reshape(T, r)
         s = np.linalg.svd(Uc @ Vc.T, compute_uv=False)
