@@ -170,7 +170,8 @@ def test_warm_start_along_a_path_of_C():
     warm = dccnn.fit_layer(X, y, C=0.6, warm_start=first, **common)
     assert warm.gap_ <= 1e-7 and cold.gap_ <= 1e-7
     assert abs(warm.primal_objective_ - cold.primal_objective_) <= 1e-6 * cold.primal_objective_
-    assert warm.n_iter_ < cold.n_iter_
+    # the work is the inner evaluations (dual operators); the outer iterations are few either way
+    assert warm.inner_epochs_ < 0.9 * cold.inner_epochs_ and warm.n_iter_ <= cold.n_iter_
 
 
 def test_max_iter_warns_with_the_gap():
