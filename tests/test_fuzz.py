@@ -13,8 +13,11 @@ Anything else (another exception type, an unnamed error, a non-finite or misshap
 crash) fails. Each case is also run on a Fortran-ordered, strided, read-only or big-endian copy
 of its arrays, which must give exactly what the C-contiguous native array gives.
 
-The strategies are shared with ``bench/fuzz.py``, which runs them for >= 10,000 cases; here
-each property is bounded by ``max_examples`` so that the file runs in well under two minutes.
+The strategies are shared with ``bench/fuzz.py``, which runs them for >= 10,000 random cases;
+here each property is bounded by ``max_examples`` so that the file runs in well under two
+minutes, and derandomized: CI sees the same cases on every run (a new random case found by a CI
+run once failed a landing, for a bug that was older than the change under test), while the
+random exploration is bench/fuzz.py's job.
 """
 
 import collections
@@ -449,7 +452,7 @@ def fit_layer_cases(draw):
 # Properties
 # ---------------------------------------------------------------------------------------------
 
-FAST = settings(max_examples=300, deadline=None, database=None,
+FAST = settings(max_examples=300, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 SLOW = settings(FAST, max_examples=50)
 
