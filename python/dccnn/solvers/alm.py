@@ -7,8 +7,8 @@ Sigma (T x T, PSD) updated in closed form:
 
 The update puts mass back wherever M exceeds I, so directions of Sigma that are zero grow back
 (what the alternating scheme of SPEC §7 lacks). grad psi = L'(alpha) - y * f(G(beta) Sigma_+):
-one ``dual_operator`` per evaluation (M and these scores). It is smooth even for the hinge loss, whose inner problem
-for a fixed Sigma is not strongly concave.
+one ``dual_operator`` per evaluation (M and these scores). It is smooth even for the hinge
+loss, whose inner problem for a fixed Sigma is not strongly concave.
 
 The penalty c trades outer for inner iterations: the outer (multiplier) error shrinks by a
 factor that grows with c, while the inner problem's condition number is about
