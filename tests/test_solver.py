@@ -244,3 +244,17 @@ def test_dual_operators_of_both_back_ends_match_explicit_loops(K):
         op = feats.dual_operator(beta)
         np.testing.assert_allclose(op.M, G.T @ G, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(op.scores(S), scores, rtol=1e-12, atol=1e-12)
+
+
+def test_float32_images_reach_the_float64_certificate_on_the_exact_back_end():
+    # digits / 16 is exact in float32, so both dtypes pose the same problem; the blocks are
+    # float64 for both (float32 sums of n terms once stalled the solver near a gap of 1e-4)
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    X, y = digits.images[:60] / 16.0, digits.target[:60] % 3
+    common = dict(patch_size=3, pool_size=2, C=1.0, features="exact", solver="dual", tol=1e-6,
+                  random_state=0)
+    l64 = dccnn.fit_layer(X, y, **common)
+    l32 = dccnn.fit_layer(X.astype(np.float32), y, **common)
+    assert l32.solver_gap_ <= 1e-6 and l64.solver_gap_ <= 1e-6
+    assert l32.primal_objective_ == pytest.approx(l64.primal_objective_, rel=1e-12)

@@ -118,12 +118,13 @@ def median_heuristic_gamma(Z, random_state=None):
     return 1.0 / med if med > 0 else 1.0
 
 
-def choose_features(n, K, Q, dtype, max_memory):
-    """The back-end for features="auto" and the reason, for verbose output."""
+def choose_features(n, K, Q, max_memory):
+    """The back-end for features="auto" and the reason, for verbose output. The exact blocks
+    are float64 whatever the input (see fit_layer)."""
     budget = max_memory
     if budget is None and available_memory() is not None:
         budget = int(available_memory() * DEFAULT_FRACTION)
-    exact_bytes = n * n * Q * Q * np.dtype(dtype).itemsize
+    exact_bytes = n * n * Q * Q * np.dtype(np.float64).itemsize
     if n > EXACT_MAX_SAMPLES:
         return "nystroem", f"auto: n={n} > {EXACT_MAX_SAMPLES}"
     if budget is not None and exact_bytes > budget:
@@ -231,7 +232,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     if features == "auto" and solver in ("primal", "factored"):
         features, auto_note = "nystroem", f"auto: solver {solver!r} needs explicit features"
     elif features == "auto":
-        features, auto_note = choose_features(n, K, pooling.n_windows, Z.dtype, max_memory)
+        features, auto_note = choose_features(n, K, pooling.n_windows, max_memory)
     if solver == "auto":
         # measured on digits (bench/README.md): on explicit features the factored primal
         # solver is the fastest for the smooth losses; the dual handles everything else
@@ -247,8 +248,11 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
 
     try:
         if features == "exact":
-            feats = exact_features(Z, pooling, kp, n_jobs=n_jobs, backend=backend,
-                                   max_memory=max_memory, device=device)
+            # float64 blocks whatever the input (like the explicit features): the solver's
+            # products sum n terms, and float32 sums stalled it near a gap of 1e-4
+            feats = exact_features(Z.astype(np.float64, copy=False), pooling, kp,
+                                   n_jobs=n_jobs, backend=backend, max_memory=max_memory,
+                                   device=device)
         else:
             fmap = _feature_map(features, kp, pooling, Z, n_components, random_state, n_jobs,
                                 backend, device)
