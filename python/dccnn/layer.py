@@ -118,13 +118,13 @@ def median_heuristic_gamma(Z, random_state=None):
     return 1.0 / med if med > 0 else 1.0
 
 
-def choose_features(n, K, Q, max_memory):
+def choose_features(n, Q, max_memory):
     """The back-end for features="auto" and the reason, for verbose output. The exact blocks
     are float64 whatever the input (see fit_layer)."""
     budget = max_memory
     if budget is None and available_memory() is not None:
         budget = int(available_memory() * DEFAULT_FRACTION)
-    exact_bytes = n * n * Q * Q * np.dtype(np.float64).itemsize
+    exact_bytes = n * n * Q * Q * 8
     if n > EXACT_MAX_SAMPLES:
         return "nystroem", f"auto: n={n} > {EXACT_MAX_SAMPLES}"
     if budget is not None and exact_bytes > budget:
@@ -182,8 +182,8 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     else "dual"). ``gamma="median"``: 1 / the median squared distance between training
     patches. ``device="cuda"`` evaluates the kernel blocks (exact) or the Nystroem kernel
     columns on the GPU, for the fit and for ``transform``/``decision_function`` (needs the
-    CUDA build, ``dccnn._cuda``). The network is recovered from the solution (SPEC §4). The fit stops when the
-    relative duality gap is at most ``tol`` or after ``max_iter`` iterations (then with a
+    CUDA build, ``dccnn._cuda``). The network is recovered from the solution (SPEC §4). The
+    fit stops when the relative duality gap is at most ``tol`` or after ``max_iter`` iterations (then with a
     ConvergenceWarning stating the gap). ``warm_start``: a previously fitted layer on the same
     data (e.g. along a path of C values) whose dual variables and multiplier start the solver.
     """
@@ -232,7 +232,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     if features == "auto" and solver in ("primal", "factored"):
         features, auto_note = "nystroem", f"auto: solver {solver!r} needs explicit features"
     elif features == "auto":
-        features, auto_note = choose_features(n, K, pooling.n_windows, max_memory)
+        features, auto_note = choose_features(n, pooling.n_windows, max_memory)
     if solver == "auto":
         # measured on digits (bench/README.md): on explicit features the factored primal
         # solver is the fastest for the smooth losses; the dual handles everything else
