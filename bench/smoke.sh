@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke runs of the end-to-end benchmarks (issue 6): tiny sizes, so that bench/compare.py and
-# bench/scaling.py, bench/solver_scaling.py and bench/exact_vs_factorise.py cannot rot. Called from .ci/run; fails on any error. Results and the figure
-# go to a temporary directory, never over the committed ones in bench/results, bench/figures.
+# bench/scaling.py, bench/solver_scaling.py and bench/exact_vs_factorise.py cannot rot. Called
+# from .ci/run; fails on any error. Results and the figure go to a temporary directory, never
+# over the committed ones in bench/results, bench/figures.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -11,7 +12,11 @@ trap 'rm -rf "$out"' EXIT
 run() { env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH="$PWD/../python${PYTHONPATH:+:$PYTHONPATH}" "$PY" "$@"; }
 run compare.py --small --threads 1 --results-dir "$out"
 run scaling.py --small --results-dir "$out" --figure "$out/scaling.png"
-run solver_scaling.py --n 100 --tol 1e-3 --max-iter 3000 | grep -q "factored primal"
-run exact_vs_factorise.py --n 20 --tol 1e-2 | grep -q "factorise + factored primal"
+# (outputs are saved before grep reads them: "cmd | grep -q" under pipefail fails whenever grep
+# exits before cmd has written its last line)
+table=$(run solver_scaling.py --n 100 --tol 1e-3 --max-iter 3000)
+grep -q "factored primal" <<<"$table"
+table=$(run exact_vs_factorise.py --n 20 --tol 1e-2)
+grep -q "factorise + factored primal" <<<"$table"
 test -s "$out/compare_small.json" && test -s "$out/scaling_small.json" && test -s "$out/scaling.png"
 echo "bench smoke: ok"
