@@ -139,14 +139,15 @@ def test_exact_and_nystroem_agree_with_all_patches_as_landmarks():
     np.testing.assert_allclose(exact.decision_function(X), nys.decision_function(X), atol=1e-4)
 
 
+@pytest.mark.parametrize("solver", ["primal", "factored"])
 @pytest.mark.parametrize("loss,mu", [("squared_hinge", 0.0), ("logistic", 0.0), ("squared", 0.2)])
-def test_dual_and_primal_solvers_agree(loss, mu):
+def test_dual_and_primal_solvers_agree(loss, mu, solver):
     X, y = make_problem(loss, 2, 11)
     common = dict(patch_size=3, pool_size=2, kernel="rbf", gamma=0.3, C=1.0, mu=mu, loss=loss,
                   features="random_fourier", n_components=40, random_state=5, tol=1e-7,
                   max_iter=20000)
     dual = dccnn.fit_layer(X, y, solver="dual", **common)
-    primal = dccnn.fit_layer(X, y, solver="primal", **common)
+    primal = dccnn.fit_layer(X, y, solver=solver, **common)
     assert dual.gap_ <= 1e-7 and primal.gap_ <= 1e-7
     assert abs(dual.primal_objective_ - primal.primal_objective_) <= 2e-7 * primal.primal_objective_
     np.testing.assert_allclose(dual.decision_function(X), primal.decision_function(X), atol=2e-3)
@@ -258,3 +259,30 @@ def test_float32_images_reach_the_float64_certificate_on_the_exact_back_end():
     l32 = dccnn.fit_layer(X.astype(np.float32), y, **common)
     assert l32.solver_gap_ <= 1e-6 and l64.solver_gap_ <= 1e-6
     assert l32.primal_objective_ == pytest.approx(l64.primal_objective_, rel=1e-12)
+
+
+@pytest.mark.parametrize("loss,mu", [("squared_hinge", 0.0), ("squared", 0.2)])
+def test_factored_certificates_match_a_fresh_certificate_of_the_returned_A(loss, mu):
+    """The factored solver certifies its iterates from the scores and G of its last
+    evaluation; the certificate it returns must be that of its A and alpha, recomputed here
+    from the explicit features (P from scratch, D with dual_value)."""
+    from dccnn.features import ExplicitFeatures
+    from dccnn.losses import get_loss
+    from dccnn.solvers.factored import factored_primal
+
+    rng = np.random.default_rng(3)
+    n, Q, m, K = 80, 4, 12, 2
+    psi = rng.standard_normal((n, Q, m))
+    Y = np.where(rng.random((n, K)) < 0.5, -1.0, 1.0)
+    if loss == "squared":
+        Y = Y + 0.1 * rng.standard_normal((n, K))
+    C = 0.7
+    A, alpha, cert, n_iter, _ = factored_primal(ExplicitFeatures(psi), Y, get_loss(loss, C), mu,
+                                                tol=1e-6, max_iter=3000, random_state=0)
+    F = np.einsum("iqm,mqc->ic", psi, A.reshape(m, Q, K))
+    residual = (F - Y) if loss == "squared" else np.maximum(0.0, 1.0 - Y * F)
+    primal = (np.linalg.svd(A, compute_uv=False).sum() + 0.5 * mu * (A**2).sum()
+              + C * (residual**2).sum())
+    assert n_iter > 10 and cert.gap <= 1e-6
+    assert abs(cert.primal - primal) <= 1e-10 * primal
+    assert abs(cert.dual - dual_value(alpha, Y, psi, loss, C, mu)) <= 1e-10 * primal

@@ -52,14 +52,18 @@ def factored_primal(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None,
     C = loss.C
     start = time.perf_counter()
     history = []
-    state = {"it": 0, "best": None}
+    # the scores and the G of the last evaluated point: L-BFGS-B's iterates are points it
+    # has just evaluated, so certifying one costs no pass over the features
+    state = {"it": 0, "best": None, "last": None}
 
     def objective(x, r):
         Uc, Vc = x[:m * r].reshape(m, r), x[m * r:].reshape(T, r)
         A = Uc @ Vc.T
         F = feats.scores(A)
         # C d loss / d f = -beta(alpha_kkt), so d/dA of the loss term is -G(beta)
-        gA = mu * A - feats.G(loss.beta(loss.kkt_alpha(F, Y), Y))
+        G = feats.G(loss.beta(loss.kkt_alpha(F, Y), Y))
+        state["last"] = (x.copy(), F, G)
+        gA = mu * A - G
         value = (0.5 * (np.vdot(Uc, Uc) + np.vdot(Vc, Vc) + mu * np.vdot(A, A))
                  + C * loss.value(F, Y))
         return value, np.concatenate([(Uc + gA @ Vc).ravel(), (Vc + gA.T @ Uc).ravel()])
@@ -68,7 +72,9 @@ def factored_primal(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None,
         """Certificate of the iterate x; the best iterate so far is what the solver returns."""
         r_now = x.size // (m + T)
         A = x[:m * r_now].reshape(m, r_now) @ x[m * r_now:].reshape(T, r_now).T
-        cert, alpha = certify(feats, A, Y, loss, mu)
+        last = state["last"]
+        F, G = last[1:] if last is not None and np.array_equal(last[0], x) else (None, None)
+        cert, alpha = certify(feats, A, Y, loss, mu, F=F, G=G)
         if state["best"] is None or cert.gap < state["best"][2].gap:
             state["best"] = (A, alpha, cert)
         return cert

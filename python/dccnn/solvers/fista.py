@@ -38,13 +38,16 @@ def svt(A, t):
     return (U[:, keep] * s[keep]) @ Vt[keep], s[keep]
 
 
-def certify(feats, A, Y, loss, mu, F=None):
+def certify(feats, A, Y, loss, mu, F=None, G=None):
+    """Certificate of A, with the dual point its KKT conditions give. A caller that already
+    has the scores F of A and G of that dual point passes them: they are the two passes
+    over the features that a certificate costs."""
     F = feats.scores(A) if F is None else F
     s = scipy.linalg.svdvals(A)
     primal = primal_objective(s**2, F, Y, loss, mu)
     alpha = loss.kkt_alpha(F, Y)
-    beta = loss.beta(alpha, Y)
-    G = feats.G(beta)
+    if G is None:
+        G = feats.G(loss.beta(alpha, Y))
     dual, scale = dual_objective(alpha, Y, scipy.linalg.svdvals(G) ** 2, loss, mu)
     return Certificate(primal, dual, scale), alpha
 
