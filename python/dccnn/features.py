@@ -39,19 +39,6 @@ class ExactFeatures:
     def dual_operator(self, beta):
         return CrossOperator(self.cross(beta), beta)
 
-    def contracted_gram(self, Sigma, K):
-        """Kt[(i, c), (j, c')] = <Sigma_(c, c'), K_ij>_F as an (n K, n K) float64 array."""
-        n, Q = self.n, self.Q
-        S = Sigma.reshape(Q, K, Q, K).transpose(0, 2, 1, 3).reshape(Q * Q, K * K)
-        Kt = self.blocks.reshape(n * n, Q * Q) @ S.astype(self.blocks.dtype)
-        return np.ascontiguousarray(
-            Kt.reshape(n, n, K, K).transpose(0, 2, 1, 3).reshape(n * K, n * K), dtype=np.float64)
-
-    def diag_blocks(self):
-        """K_ii for every training image, (n, Q, Q)."""
-        idx = np.arange(self.n)
-        return self.blocks[idx, idx].astype(np.float64)
-
 
 class ExplicitFeatures:
     """Explicit pooled features ``psi[i, q] = psi_q(x_i)`` in R^m, shape (n, Q, m)."""
@@ -87,16 +74,6 @@ class ExplicitFeatures:
 
     def dual_operator(self, beta):
         return ExplicitOperator(self, self.G(np.asarray(beta, dtype=np.float64)))
-
-    def contracted_gram(self, Sigma, K):
-        n, Q, m = self.psi.shape
-        flat = self.psi.reshape(n * Q, m).astype(np.float64)
-        blocks = (flat @ flat.T).reshape(n, Q, n, Q).transpose(0, 2, 1, 3)
-        return ExactFeatures(blocks).contracted_gram(Sigma, K)
-
-    def diag_blocks(self):
-        psi = self.psi.astype(np.float64)
-        return np.einsum("iqm,irm->iqr", psi, psi)
 
 
 class CrossOperator:
