@@ -22,9 +22,9 @@ from .fista import LOSS_CURVATURE, certify
 
 INITIAL_RANK = 32
 CHECK_EVERY = 10
-# L-BFGS-B memory: 50 pairs instead of 20 cut the passes over the features by 15-35% on the
-# heavy fits (digits, bench/README.md "The factored primal"); 100 cut them further but its
-# bookkeeping, single-threaded in scipy, cost more wall time than it saved
+# L-BFGS-B memory: 50 pairs instead of 20 cut the passes over the features by 15-34% on four
+# of five digits fits (8% more on the fifth; bench/README.md "The factored primal"); 100 cut
+# them further, but its bookkeeping, single-threaded in scipy, cost more than it saved
 LBFGS_MEMORY = 50
 
 
