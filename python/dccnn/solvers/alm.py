@@ -142,7 +142,7 @@ def alm_dual(feats, Y, loss, tracker, *, tol, max_iter, alpha0=None, Sigma0=None
         res = scipy.optimize.minimize(negative_psi, alpha.ravel(), jac=True, method="L-BFGS-B",
                                       bounds=bounds,
                                       options={"maxiter": INNER_MAX_ITER, "gtol": gtol,
-                                               "ftol": 0.0, "maxcor": 20})
+                                               "ftol": 0.0, "maxcor": int(__import__("os").environ.get("MC", "20"))})
         if res.status == LINE_SEARCH_FAILED:
             # psi too stiff for the line search at this accuracy: any c > 0 is a valid ALM
             c /= 10
