@@ -39,6 +39,10 @@ class ExactFeatures:
     def dual_operator(self, beta):
         return CrossOperator(self.cross(beta), beta)
 
+    def dual_operator_flops(self, K):
+        """Flops of one ``dual_operator``: the cross product over all blocks."""
+        return 2.0 * self.n * self.n * self.Q * self.Q * K
+
 
 class ExplicitFeatures:
     """Explicit pooled features ``psi[i, q] = psi_q(x_i)`` in R^m, shape (n, Q, m)."""
@@ -74,6 +78,10 @@ class ExplicitFeatures:
 
     def dual_operator(self, beta):
         return ExplicitOperator(self, self.G(np.asarray(beta, dtype=np.float64)))
+
+    def dual_operator_flops(self, K):
+        """Flops of one ``dual_operator``: G(beta) and the scores, a pass over psi each."""
+        return 4.0 * self.n * self.Q * self.m * K
 
 
 class CrossOperator:
