@@ -20,7 +20,10 @@ import scipy.optimize
 
 from .fista import LOSS_CURVATURE, certify
 
-INITIAL_RANK = 32
+# 16 rather than 32: each iteration's own work (U V^T, the two gradient products, L-BFGS-B
+# on (m + T) r variables) halves, which outweighed the occasional doubling to 32 on the digits
+# fits (7-27% faster; bench/README.md "The factored primal")
+INITIAL_RANK = 16
 CHECK_EVERY = 10
 # L-BFGS-B memory: 50 pairs instead of 20 cut the passes over the features by 15-34% on four
 # of five digits fits (8% more on the fifth; bench/README.md "The factored primal"); 100 cut
