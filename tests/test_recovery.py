@@ -268,3 +268,26 @@ def test_network_rejects_bad_layers():
         dccnn.Network([dccnn.LayerSpec(), 3])
     with pytest.raises(RuntimeError, match="fit"):
         dccnn.Network([dccnn.LayerSpec()]).predict(np.zeros((2, 5, 5)))
+
+
+def test_nystroem_features_are_pooled_whitened_landmark_kernels():
+    """psi_q(x) = mean over window q of K_LL^(-1/2) k_L(z_p(x)) (SPEC §5), from scratch here
+    (cdist, eigh); compared through the Gram psi psi^T, which the sign of each eigenvector
+    does not change."""
+    rng = np.random.default_rng(4)
+    X = rng.random((12, 6, 6))
+    y = np.arange(12) % 2
+    gamma = 0.7
+    layer = dccnn.fit_layer(X, y, patch_size=3, pool_size=2, kernel="rbf", gamma=gamma,
+                            features="nystroem", n_components=30, tol=1e-4, random_state=0)
+    L = layer.feature_map_.landmarks_
+    evals, evecs = scipy.linalg.eigh(np.exp(-gamma * cdist(L, L, "sqeuclidean")))
+    keep = evals > 1e-10 * evals[-1]
+    W = evecs[:, keep] / np.sqrt(evals[keep])
+    Z = patches_numpy(X, 3)
+    phi = np.exp(-gamma * cdist(Z.reshape(-1, 9), L, "sqeuclidean")) @ W
+    psi = np.einsum("qp,ipm->iqm", pool_matrix((4, 4), 2), phi.reshape(12, 16, -1))
+    got = layer.feature_map_.transform(dccnn.extract_patches(X, 3))
+    assert got.shape == psi.shape
+    flat, ref = got.reshape(-1, got.shape[2]), psi.reshape(-1, psi.shape[2])
+    np.testing.assert_allclose(flat @ flat.T, ref @ ref.T, rtol=1e-9, atol=1e-9)
