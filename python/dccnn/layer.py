@@ -183,9 +183,10 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     patches. ``device="cuda"`` evaluates the kernel blocks (exact) or the Nystroem kernel
     columns on the GPU, for the fit and for ``transform``/``decision_function`` (needs the
     CUDA build, ``dccnn._cuda``). The network is recovered from the solution (SPEC §4). The
-    fit stops when the relative duality gap is at most ``tol`` or after ``max_iter`` iterations (then with a
-    ConvergenceWarning stating the gap). ``warm_start``: a previously fitted layer on the same
-    data (e.g. along a path of C values) whose dual variables and multiplier start the solver.
+    fit stops when the relative duality gap is at most ``tol`` or after ``max_iter``
+    iterations (then with a ConvergenceWarning stating the gap). ``warm_start``: a previously
+    fitted layer on the same data (e.g. along a path of C values) whose dual variables and
+    multiplier start the solver.
     """
     t_start = time.perf_counter()
     C = check_float(C, "C", minimum=0, exclusive=True)
