@@ -525,7 +525,7 @@ def test_fit_layer_errors_name_its_own_arguments(scale, patch_size, name):
         dccnn.fit_layer(X, np.array([0, 1, 0, 1]), patch_size=patch_size, tol=1e-3, max_iter=5)
 
 
-@pytest.mark.parametrize("solver", ["dual", "primal", "factored"])
+@pytest.mark.parametrize("solver", ["dual", "primal", "factored", "admm"])
 def test_nystroem_features_of_zero_images_are_empty_and_fit(solver):
     """All-zero images with the linear kernel: every Nystroem eigenvalue is dropped, m = 0.
     (Found by the fuzzer: the dual's G(beta) could not reshape an empty product, and the

@@ -139,7 +139,7 @@ def test_exact_and_nystroem_agree_with_all_patches_as_landmarks():
     np.testing.assert_allclose(exact.decision_function(X), nys.decision_function(X), atol=1e-4)
 
 
-@pytest.mark.parametrize("solver", ["primal", "factored"])
+@pytest.mark.parametrize("solver", ["primal", "factored", "admm"])
 @pytest.mark.parametrize("loss,mu", [("squared_hinge", 0.0), ("logistic", 0.0), ("squared", 0.2)])
 def test_dual_and_primal_solvers_agree(loss, mu, solver):
     X, y = make_problem(loss, 2, 11)
@@ -151,6 +151,41 @@ def test_dual_and_primal_solvers_agree(loss, mu, solver):
     assert dual.gap_ <= 1e-7 and primal.gap_ <= 1e-7
     assert abs(dual.primal_objective_ - primal.primal_objective_) <= 2e-7 * primal.primal_objective_
     np.testing.assert_allclose(dual.decision_function(X), primal.decision_function(X), atol=2e-3)
+
+
+@pytest.mark.parametrize("loss,mu", [("hinge", 0.0), ("hinge", 0.1), ("squared_hinge", 0.0)])
+def test_admm_agrees_with_the_dual_solver_for_every_loss_and_certifies_its_points(loss, mu):
+    """The ADMM's inner coordinate descent handles the hinge loss, which the primal solvers do
+    not; its certificate is recomputed here from the returned A and alpha."""
+    from dccnn.certificate import dual_objective, primal_objective
+    from dccnn.features import ExplicitFeatures
+    from dccnn.losses import get_loss
+    from dccnn.solvers.admm import admm
+    X, y = make_problem(loss, 3, 4)
+    common = dict(patch_size=3, pool_size=2, kernel="rbf", gamma=0.3, C=1.0, mu=mu, loss=loss,
+                  features="random_fourier", n_components=30, random_state=2, tol=1e-6,
+                  max_iter=20000)
+    dual = dccnn.fit_layer(X, y, solver="dual", **common)
+    layer = dccnn.fit_layer(X, y, solver="admm", **common)
+    assert dual.gap_ <= 1e-6 and layer.gap_ <= 1e-6
+    assert abs(dual.primal_objective_ - layer.primal_objective_) <= 2e-6 * dual.primal_objective_
+
+    psi = layer.feature_map_.transform(patches_numpy(X, 3)).astype(np.float64)
+    lossobj = get_loss(loss, 1.0)
+    Y = np.where(y[:, None] == np.unique(y)[None, :], 1.0, -1.0)
+    Y = Y[:, 1:] if Y.shape[1] == 2 else Y
+    A, alpha, cert, _, _ = admm(ExplicitFeatures(psi), Y, lossobj, mu, tol=1e-5, random_state=0)
+    n, Q, m = psi.shape
+    F = np.einsum("iqm,mqc->ic", psi, A.reshape(m, Q, -1))
+    primal = primal_objective(np.linalg.svd(A, compute_uv=False) ** 2, F, Y, lossobj, mu)
+    beta = alpha * Y
+    G = np.einsum("iqm,ic->mqc", psi, beta).reshape(m, -1)
+    dual_value, scale = dual_objective(alpha, Y, np.linalg.svd(G, compute_uv=False) ** 2, lossobj,
+                                       mu)
+    assert primal == pytest.approx(cert.primal, rel=1e-10)
+    assert dual_value == pytest.approx(cert.dual, rel=1e-10)
+    assert scale == pytest.approx(cert.dual_scale, rel=1e-12)
+    assert cert.gap <= 1e-5
 
 
 def test_decision_function_of_explicit_layer_is_psi_times_A():

@@ -151,23 +151,31 @@ py::tuple dual_cd_dense(const carray<double>& gram, const carray<double>& lin,
 }
 
 template <class T>
-py::tuple dual_cd_linear(const carray<T>& X, const carray<double>& lin, carray<double>& alpha,
-                         carray<double>& w, int loss, double C, double tol, index_t max_epochs,
-                         bool shrinking, std::uint64_t seed) {
+py::tuple dual_cd_linear(const carray<T>& X, const py::object& sign_or_none,
+                         const carray<double>& lin, carray<double>& alpha, carray<double>& W,
+                         int loss, double C, double tol, index_t max_epochs, bool shrinking,
+                         std::uint64_t seed, int n_threads) {
   require(X.ndim() == 2, "X: expected a 2-d array (N, D)");
   const index_t N = X.shape(0), D = X.shape(1);
-  require(alpha.ndim() == 1 && alpha.shape(0) == N && alpha.writeable(),
-          "alpha: expected a writeable array of N entries");
-  require(w.ndim() == 1 && w.shape(0) == D && w.writeable(),
-          "w: expected a writeable array of D entries");
-  require(lin.ndim() == 1 && lin.shape(0) == N, "lin: expected N entries");
+  require(alpha.ndim() == 2 && alpha.shape(0) == N && alpha.writeable(),
+          "alpha: expected a writeable (N, K) array");
+  const index_t K = alpha.shape(1);
+  require(W.ndim() == 2 && W.shape(0) == K && W.shape(1) == D && W.writeable(),
+          "W: expected a writeable (K, D) array");
+  require(lin.ndim() == 2 && lin.shape(0) == N && lin.shape(1) == K, "lin: expected (N, K)");
+  carray<double> sign;
+  if (!sign_or_none.is_none()) {
+    sign = py::cast<carray<double>>(sign_or_none);
+    require(sign.ndim() == 2 && sign.shape(0) == N && sign.shape(1) == K,
+            "sign: expected (N, K) or None");
+  }
   const auto opt = cd_options(loss, C, tol, max_epochs, shrinking, seed);
   dccnn::CdResult r;
   const T* x = X.data();
-  const double* l = lin.data();
-  double *a = alpha.mutable_data(), *wp = w.mutable_data();
+  const double *l = lin.data(), *sg = sign_or_none.is_none() ? nullptr : sign.data();
+  double *a = alpha.mutable_data(), *wp = W.mutable_data();
   run_without_gil([&](const dccnn::InterruptCheck& check) {
-    r = dccnn::dual_cd_linear<T>(x, N, D, l, a, wp, opt, check);
+    r = dccnn::dual_cd_linear<T>(x, N, D, K, sg, l, a, wp, opt, n_threads, check);
   });
   return cd_result(r);
 }
@@ -201,14 +209,14 @@ PYBIND11_MODULE(_core, m) {
   m.def("dual_cd_dense", &dual_cd_dense, py::arg("gram").noconvert(), py::arg("lin").noconvert(),
         py::arg("alpha").noconvert(), py::arg("loss"), py::arg("C"), py::arg("tol"),
         py::arg("max_epochs"), py::arg("shrinking"), py::arg("seed"));
-  m.def("dual_cd_linear", &dual_cd_linear<float>, py::arg("X").noconvert(),
-        py::arg("lin").noconvert(), py::arg("alpha").noconvert(), py::arg("w").noconvert(),
+  m.def("dual_cd_linear", &dual_cd_linear<float>, py::arg("X").noconvert(), py::arg("sign"),
+        py::arg("lin").noconvert(), py::arg("alpha").noconvert(), py::arg("W").noconvert(),
         py::arg("loss"), py::arg("C"), py::arg("tol"), py::arg("max_epochs"),
-        py::arg("shrinking"), py::arg("seed"));
-  m.def("dual_cd_linear", &dual_cd_linear<double>, py::arg("X").noconvert(),
-        py::arg("lin").noconvert(), py::arg("alpha").noconvert(), py::arg("w").noconvert(),
+        py::arg("shrinking"), py::arg("seed"), py::arg("n_threads"));
+  m.def("dual_cd_linear", &dual_cd_linear<double>, py::arg("X").noconvert(), py::arg("sign"),
+        py::arg("lin").noconvert(), py::arg("alpha").noconvert(), py::arg("W").noconvert(),
         py::arg("loss"), py::arg("C"), py::arg("tol"), py::arg("max_epochs"),
-        py::arg("shrinking"), py::arg("seed"));
+        py::arg("shrinking"), py::arg("seed"), py::arg("n_threads"));
   m.def("tile_engine", &dccnn::tile_engine_name,
         "Instruction set the kernel tiles run on: avx512, avx2 or generic");
   m.def("openmp_enabled", [] {

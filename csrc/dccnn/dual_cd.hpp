@@ -6,9 +6,13 @@
 // where Qm is the (sign-folded) contracted Gram, and h the loss's part of -L(alpha):
 //   squared_hinge: -a + a^2/(4C), a >= 0      hinge: -a, 0 <= a <= C
 //   logistic: a log a + (C - a) log(C - a), 0 < a < C      squared: -y a + a^2/(4C), free.
-// The algorithm is written once over a "Gram operator"; two operators exist: a dense Gram
-// matrix (kernel back-ends, LIBSVM style: the gradient Qm a is kept up to date) and explicit
-// feature rows (LIBLINEAR style: w = sum a_u x_u is kept instead).
+// The algorithm is written once over a "Gram operator" on N rows x K outputs, coordinate
+// u = i*K + c; outputs are independent problems that share the rows. Two operators exist: a
+// dense Gram matrix (kernel back-ends, LIBSVM style, one output: the gradient Qm a is kept up
+// to date) and explicit feature rows (LIBLINEAR style: w_c = sum_i s_ic a_ic x_i is kept).
+// One epoch visits the rows in a random order and, at each row, all its outputs, so that a
+// row is read from memory once per epoch whatever K. Every output keeps its own shrinking and
+// stopping state, so its result does not depend on which outputs share a thread.
 #pragma once
 
 #include <cstdint>
@@ -39,10 +43,14 @@ struct CdResult {
 CdResult dual_cd_dense(const double* gram, index_t N, const double* lin, double* alpha,
                        const CdOptions& opt, const InterruptCheck& check = {});
 
-// Gram = X X^T for feature rows X (N x D, row-major). w (D) must equal X^T alpha on entry
-// and is kept equal to it.
+// K outputs over feature rows X (N x D, row-major): output c has Gram s_c s_c^T * X X^T,
+// s_c the column c of sign (N x K; nullptr: all +1). lin and alpha are (N x K), W (K x D)
+// must equal W[c] = sum_i sign[i, c] alpha[i, c] X[i] on entry and is kept equal to it. The
+// outputs are split over n_threads (<= 0: OpenMP's default). The result's epochs and
+// pg_spread are the largest over the outputs; converged means all of them converged.
 template <class T>
-CdResult dual_cd_linear(const T* X, index_t N, index_t D, const double* lin, double* alpha,
-                        double* w, const CdOptions& opt, const InterruptCheck& check = {});
+CdResult dual_cd_linear(const T* X, index_t N, index_t D, index_t K, const double* sign,
+                        const double* lin, double* alpha, double* W, const CdOptions& opt,
+                        int n_threads = 0, const InterruptCheck& check = {});
 
 }  // namespace dccnn

@@ -22,11 +22,12 @@ from .persistence import save
 from .pooling import make_pooling
 from .recovery import Recovery, conv_outputs, network_scores, recover, reduced_solve, singular_basis
 from .solvers.dual import solve_dual
+from .solvers.admm import admm
 from .solvers.factored import factored_primal
 from .solvers.fista import LOSS_CURVATURE, fista
 
 FEATURES = ("auto", "exact", "nystroem", "random_fourier")
-SOLVERS = ("auto", "dual", "primal", "factored")
+SOLVERS = ("auto", "dual", "primal", "factored", "admm")
 # features="auto" takes the exact back-end up to this many images (its kernel work and the
 # dual solver's Gram grow as n^2) when its memory fits the budget, else Nystroem features.
 EXACT_MAX_SAMPLES = 500
@@ -178,8 +179,9 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     them), or "auto" (exact while n and its memory are small enough, see ``choose_features``).
     ``solver``: "dual" (certified dual, any back-end), "primal" (FISTA with singular value
     thresholding, the CCNN-style baseline), "factored" (Burer-Monteiro L-BFGS; both primal
-    solvers need explicit features and a smooth loss) or "auto" ("factored" where it applies,
-    else "dual"). ``gamma="median"``: 1 / the median squared distance between training
+    solvers need explicit features and a smooth loss), "admm" (ADMM with the core's dual
+    coordinate descent as inner solver; explicit features, every loss) or "auto" ("factored"
+    where it applies, else "dual"). ``gamma="median"``: 1 / the median squared distance between training
     patches. ``device="cuda"`` evaluates the kernel blocks (exact) or the Nystroem kernel
     columns on the GPU, for the fit and for ``transform``/``decision_function`` (needs the
     CUDA build, ``dccnn._cuda``). The network is recovered from the solution (SPEC §4). The
@@ -205,7 +207,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
         max_filters = check_int(max_filters, "max_filters", minimum=1)
     if isinstance(gamma, str) and gamma != "median":
         raise ValueError(f"gamma: expected a positive number, None or 'median', got {gamma!r}")
-    if solver in ("primal", "factored") and features == "exact":
+    if solver in ("primal", "factored", "admm") and features == "exact":
         raise ValueError(f"solver: {solver!r} needs explicit features (features='nystroem' or "
                          "'random_fourier'); the exact back-end is solved through the dual")
     if features == "random_fourier" and kernel != "rbf":
@@ -230,7 +232,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     K = Y.shape[1]
     T = pooling.n_windows * K
     auto_note = ""
-    if features == "auto" and solver in ("primal", "factored"):
+    if features == "auto" and solver in ("primal", "factored", "admm"):
         features, auto_note = "nystroem", f"auto: solver {solver!r} needs explicit features"
     elif features == "auto":
         features, auto_note = choose_features(n, pooling.n_windows, max_memory)
@@ -304,10 +306,11 @@ def _solve_and_recover(layer, feats, Z, Y, lossobj, mu, K, pooling, features, so
     """Run the solver, recover the network and store both on ``layer``."""
     # the reduced problems of the recovery are bounded like the solver itself
     recovery_iter = max_iter or RECOVERY_MAX_ITER
-    if solver in ("primal", "factored"):
+    if solver in ("primal", "factored", "admm"):
         A0 = getattr(warm_start, "A_", None)
-        run = fista if solver == "primal" else factored_primal
-        extra = {} if solver == "primal" else {"random_state": random_state}
+        run = {"primal": fista, "factored": factored_primal, "admm": admm}[solver]
+        extra = {"primal": {}, "factored": {"random_state": random_state},
+                 "admm": {"random_state": random_state, "backend": backend}}[solver]
         A, alpha, cert, n_iter, history = run(feats, Y, lossobj, mu, tol=tol,
                                               max_iter=max_iter or 10000, A0=A0,
                                               callback=callback, **extra)

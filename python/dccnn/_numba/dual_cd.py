@@ -1,6 +1,6 @@
-"""Numba twin of csrc/dccnn/dual_cd.cpp (dense Gram operator): same algorithm, same stopping
-rule; random permutations come from NumPy's generator instead of std::mt19937_64, so the two
-agree on the solution, not on the path."""
+"""Numba twin of csrc/dccnn/dual_cd.cpp (dense Gram and feature-row operators): same
+algorithm, same per-output stopping rule; random permutations come from NumPy's generator
+instead of std::mt19937_64, so the two agree on the solution, not on the path."""
 
 import numba
 import numpy as np
@@ -57,68 +57,131 @@ def _solve(kind, q, g, a, lin, lower, upper, quad, C):
 
 
 @numba.njit(cache=True)
-def _cd(gram, lin, alpha, kind, C, tol, max_epochs, shrinking, seed):
-    N = alpha.shape[0]
+def _cd(gram, X, sign, lin, alpha, W, kind, C, tol, max_epochs, shrinking, seed, c0, c1,
+        epochs_out, spread_out, converged_out):
+    """Outputs [c0, c1) of one problem: a dense Gram (X is None, one output, grad kept) or
+    feature rows X with W[c] = sum_i sign[i, c] alpha[i, c] X[i] kept."""
+    N, K = alpha.shape
+    dense = gram.shape[0] > 0
     lower, upper, quad = _bounds(kind, C)
-    for u in range(N):
-        alpha[u] = _interior(kind, alpha[u], lower, upper, C)
-    grad = gram @ alpha
+    shrink = shrinking and kind != LOGISTIC
+    for i in range(N):
+        for c in range(c0, c1):
+            a = _interior(kind, alpha[i, c], lower, upper, C)
+            if a != alpha[i, c]:
+                if not dense:
+                    W[c] += (a - alpha[i, c]) * sign[i, c] * X[i]
+                alpha[i, c] = a
+    grad = gram @ np.ascontiguousarray(alpha[:, 0]) if dense else np.zeros(0)
+    diag = np.empty(N)
+    for i in range(N):
+        diag[i] = gram[i, i] if dense else X[i] @ X[i]
+    n_out = c1 - c0
+    shrunk = np.zeros((N, n_out), dtype=np.bool_)
+    n_active = np.full(n_out, N)
+    pg_max_old = np.full(n_out, np.inf)
+    pg_min_old = np.full(n_out, -np.inf)
+    pg_max = np.empty(n_out)
+    pg_min = np.empty(n_out)
+    done = np.zeros(n_out, dtype=np.bool_)
     np.random.seed(seed)
-    active = np.arange(N)
-    n_active = N
-    pg_max_old, pg_min_old = np.inf, -np.inf
-    epochs, spread, converged = 0, 0.0, False
-    while epochs < max_epochs:
-        np.random.shuffle(active[:n_active])
-        pg_max, pg_min = -np.inf, np.inf
-        s = 0
-        while s < n_active:
-            u = active[s]
-            g = grad[u]
-            gr = _gradient(kind, g, alpha[u], lin[u], quad, C)
-            if shrinking and kind != LOGISTIC:
-                if (alpha[u] <= lower and gr > pg_max_old) or (alpha[u] >= upper and gr < pg_min_old):
-                    active[s], active[n_active - 1] = active[n_active - 1], active[s]
-                    n_active -= 1
+    order = np.arange(N)
+    n_open = n_out
+    epoch = 0
+    while epoch < max_epochs and n_open > 0:
+        epoch += 1
+        np.random.shuffle(order)
+        pg_max[:] = -np.inf
+        pg_min[:] = np.inf
+        for s in range(N):
+            i = order[s]
+            for k in range(n_out):
+                c = c0 + k
+                if done[k] or shrunk[i, k]:
                     continue
-            pg = gr
-            if alpha[u] <= lower and gr > 0:
-                pg = 0.0
-            if alpha[u] >= upper and gr < 0:
-                pg = 0.0
-            pg_max = max(pg_max, pg)
-            pg_min = min(pg_min, pg)
-            s += 1
-            if pg == 0.0 and kind != LOGISTIC:
+                g = grad[i] if dense else sign[i, c] * (W[c] @ X[i])
+                a = alpha[i, c]
+                gr = _gradient(kind, g, a, lin[i, c], quad, C)
+                if shrink and ((a <= lower and gr > pg_max_old[k]) or
+                               (a >= upper and gr < pg_min_old[k])):
+                    shrunk[i, k] = True
+                    n_active[k] -= 1
+                    continue
+                pg = gr
+                if a <= lower and gr > 0:
+                    pg = 0.0
+                if a >= upper and gr < 0:
+                    pg = 0.0
+                pg_max[k] = max(pg_max[k], pg)
+                pg_min[k] = min(pg_min[k], pg)
+                if pg == 0.0 and kind != LOGISTIC:
+                    continue
+                a_new = _solve(kind, diag[i], g, a, lin[i, c], lower, upper, quad, C)
+                delta = a_new - a
+                if delta != 0.0:
+                    if dense:
+                        grad += delta * gram[i]
+                    else:
+                        W[c] += (delta * sign[i, c]) * X[i]
+                    alpha[i, c] = a_new
+        for k in range(n_out):
+            if done[k]:
                 continue
-            a_new = _solve(kind, gram[u, u], g, alpha[u], lin[u], lower, upper, quad, C)
-            delta = a_new - alpha[u]
-            if delta != 0.0:
-                grad += delta * gram[u]
-                alpha[u] = a_new
-        epochs += 1
-        if n_active == 0:
-            pg_max, pg_min = 0.0, 0.0
-        spread = pg_max - pg_min
-        if spread <= tol:
-            if n_active == N:
-                converged = True
-                break
-            n_active = N
-            pg_max_old, pg_min_old = np.inf, -np.inf
-            continue
-        pg_max_old = np.inf if pg_max <= 0 else pg_max
-        pg_min_old = -np.inf if pg_min >= 0 else pg_min
-    return epochs, spread, converged
+            epochs_out[c0 + k] += 1
+            if n_active[k] == 0:
+                pg_max[k] = pg_min[k] = 0.0
+            spread = pg_max[k] - pg_min[k]
+            spread_out[c0 + k] = spread
+            if spread <= tol:
+                if n_active[k] == N:
+                    converged_out[c0 + k] = True
+                    done[k] = True
+                    n_open -= 1
+                    continue
+                shrunk[:, k] = False
+                n_active[k] = N
+                pg_max_old[k], pg_min_old[k] = np.inf, -np.inf
+                continue
+            pg_max_old[k] = np.inf if pg_max[k] <= 0 else pg_max[k]
+            pg_min_old[k] = -np.inf if pg_min[k] >= 0 else pg_min[k]
+
+
+def _check(loss, C):
+    if not C > 0:
+        raise ValueError("C: must be > 0")
+    if loss not in (SQUARED_HINGE, HINGE, LOGISTIC, SQUARED):
+        raise ValueError(f"loss: unknown kind {loss}")
+
+
+def _run(gram, X, sign, lin, alpha, W, loss, C, tol, max_epochs, shrinking, seed):
+    K = alpha.shape[1]
+    epochs, spread = np.zeros(K, dtype=np.int64), np.zeros(K)
+    converged = np.zeros(K, dtype=np.bool_)
+    # every output runs on its own state, so the core's split of outputs over threads does
+    # not change them: here they run as one group
+    _cd(gram, X, sign, lin, alpha, W, loss, float(C), float(tol), int(max_epochs),
+        bool(shrinking), int(seed) % (2**32), 0, K, epochs, spread, converged)
+    return int(epochs.max(initial=0)), float(spread.max(initial=0.0)), bool(converged.all())
 
 
 def dual_cd_dense(gram, lin, alpha, loss, C, tol, max_epochs, shrinking, seed):
     N = alpha.shape[0]
     if gram.shape != (N, N) or lin.shape != (N,):
         raise ValueError("gram: expected an (N, N) array and lin N entries, N = len(alpha)")
-    if not C > 0:
-        raise ValueError("C: must be > 0")
-    if loss not in (SQUARED_HINGE, HINGE, LOGISTIC, SQUARED):
-        raise ValueError(f"loss: unknown kind {loss}")
-    return _cd(gram, lin, alpha, loss, float(C), float(tol), int(max_epochs), bool(shrinking),
-               int(seed) % (2**32))
+    _check(loss, C)
+    a2 = alpha.reshape(N, 1)
+    out = _run(gram, np.zeros((0, 0)), np.zeros((0, 0)), lin.reshape(N, 1), a2,
+               np.zeros((0, 0)), loss, C, tol, max_epochs, shrinking, seed)
+    alpha[:] = a2[:, 0]
+    return out
+
+
+def dual_cd_linear(X, sign, lin, alpha, W, loss, C, tol, max_epochs, shrinking, seed,
+                   n_threads):
+    N, K = alpha.shape
+    if X.ndim != 2 or X.shape[0] != N or W.shape != (K, X.shape[1]) or lin.shape != (N, K):
+        raise ValueError("X: expected (N, D) rows with lin, alpha (N, K) and W (K, D)")
+    _check(loss, C)
+    sign = np.ones((N, K)) if sign is None else np.asarray(sign, dtype=np.float64)
+    return _run(np.zeros((0, 0)), X.astype(np.float64, copy=False), sign, lin, alpha, W, loss,
+                C, tol, max_epochs, shrinking, seed)

@@ -1,0 +1,142 @@
+"""The dual coordinate descent of the core (csrc/dccnn/dual_cd.cpp) and its Numba twin, against
+an independent solve of the same box-constrained problem with scipy's L-BFGS-B:
+
+    minimise 1/2 sum_c ||sum_i s_ic a_ic x_i||^2 + sum_ic h(a_ic)
+
+(h: the loss's part, SPEC §3, with a linear coefficient lin_ic), and against each other."""
+
+import numpy as np
+import pytest
+import scipy.optimize
+
+from _refs import requires_core
+
+LOSSES = {"squared_hinge": 0, "hinge": 1, "logistic": 2, "squared": 3}
+
+
+def _backends():
+    import dccnn._numba as nb
+    mods = [pytest.param(nb, id="numba")]
+    try:
+        from dccnn import _core
+        mods.insert(0, pytest.param(_core, id="cpp"))
+    except ImportError:
+        pass
+    return mods
+
+
+def _problem(seed, N=30, D=6, K=3, loss="squared_hinge"):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((N, D))
+    sign = np.where(rng.random((N, K)) < 0.5, -1.0, 1.0) if loss != "squared" else None
+    lin = -1.0 + 0.5 * rng.standard_normal((N, K))
+    return X, sign, lin
+
+
+def _objective(X, sign, lin, a, loss, C):
+    s = np.ones_like(a) if sign is None else sign
+    W = (s * a).T @ X
+    value = 0.5 * np.sum(W**2) + np.sum(lin * a)
+    grad = s * (X @ W.T) + lin
+    if loss in ("squared_hinge", "squared"):
+        value += np.sum(a**2) / (4 * C)
+        grad = grad + a / (2 * C)
+    if loss == "logistic":
+        value += np.sum(a * np.log(a) + (C - a) * np.log(C - a))
+        grad = grad + np.log(a / (C - a))
+    return value, grad
+
+
+def _reference(X, sign, lin, loss, C):
+    N, K = lin.shape
+    lo, hi = {"squared_hinge": (0, None), "hinge": (0, C), "logistic": (1e-12 * C, C - 1e-12 * C),
+              "squared": (None, None)}[loss]
+    x0 = np.full(N * K, 0.5 * C if loss in ("hinge", "logistic") else 0.0)
+
+    def f(x):
+        v, g = _objective(X, sign, lin, x.reshape(N, K), loss, C)
+        return v, g.ravel()
+
+    res = scipy.optimize.minimize(f, x0, jac=True, method="L-BFGS-B", bounds=[(lo, hi)] * (N * K),
+                                  options={"maxiter": 20000, "ftol": 0.0, "gtol": 1e-11})
+    return res.x.reshape(N, K), res.fun
+
+
+@pytest.mark.parametrize("mod", _backends())
+@pytest.mark.parametrize("loss", list(LOSSES))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_linear_cd_reaches_the_optimum_of_an_independent_solve(mod, loss, seed):
+    C = 0.7
+    X, sign, lin = _problem(seed, loss=loss)
+    if loss == "logistic":
+        lin = 0.5 * lin  # logistic has no "-1": any shift of the margins is a linear term
+    N, K = lin.shape
+    alpha = np.zeros((N, K))
+    W = np.zeros((K, X.shape[1]))
+    epochs, spread, converged = mod.dual_cd_linear(X, sign, lin, alpha, W, LOSSES[loss], C, 1e-10,
+                                                   100000, True, 3, 0)
+    assert converged and spread <= 1e-10
+    _, ref_value = _reference(X, sign, lin, loss, C)
+    value, _ = _objective(X, sign, lin, alpha, loss, C)
+    assert value == pytest.approx(ref_value, rel=1e-9, abs=1e-9)
+    s = np.ones_like(alpha) if sign is None else sign
+    np.testing.assert_allclose(W, (s * alpha).T @ X, atol=1e-10)  # W kept equal to its sum
+
+
+@pytest.mark.parametrize("mod", _backends())
+@pytest.mark.parametrize("loss", ["squared_hinge", "hinge"])
+def test_dense_cd_equals_the_linear_cd_on_the_same_gram(mod, loss):
+    X, sign, lin = _problem(5, K=1, loss=loss)
+    N = X.shape[0]
+    a_lin, W = np.zeros((N, 1)), np.zeros((1, X.shape[1]))
+    mod.dual_cd_linear(X, sign, lin, a_lin, W, LOSSES[loss], 2.0, 1e-11, 100000, True, 0, 1)
+    gram = np.ascontiguousarray((sign * X) @ (sign * X).T)
+    a_dense = np.zeros(N)
+    mod.dual_cd_dense(gram, np.ascontiguousarray(lin[:, 0]), a_dense, LOSSES[loss], 2.0, 1e-11,
+                      100000, True, 0)
+    v_lin, _ = _objective(X, sign, lin, a_lin, loss, 2.0)
+    v_dense, _ = _objective(X, sign, lin, a_dense[:, None], loss, 2.0)
+    assert v_dense == pytest.approx(v_lin, rel=1e-10)
+
+
+@requires_core
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_linear_cd_does_not_depend_on_threads_and_starts_warm(dtype):
+    from dccnn import _core
+    X, sign, lin = _problem(2, N=200, D=40, K=5)
+    X = X.astype(dtype)
+    runs = []
+    for threads in (1, 2, 3):
+        alpha, W = np.zeros((200, 5)), np.zeros((5, 40))
+        _core.dual_cd_linear(X, sign, lin, alpha, W, 0, 1.0, 1e-3, 50, True, 7, threads)
+        runs.append(alpha)
+    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_array_equal(runs[0], runs[2])
+    # a warm start at the solution of a tighter tolerance stops within two epochs
+    alpha, W = np.zeros((200, 5)), np.zeros((5, 40))
+    _core.dual_cd_linear(X, sign, lin, alpha, W, 0, 1.0, 1e-9, 100000, True, 7, 0)
+    epochs, _, converged = _core.dual_cd_linear(X, sign, lin, alpha, W, 0, 1.0, 1e-6, 100000,
+                                                True, 8, 0)
+    assert converged and epochs <= 2
+
+
+@requires_core
+def test_linear_cd_agrees_with_its_numba_twin_and_rejects_bad_shapes():
+    import dccnn._numba as nb
+    from dccnn import _core
+    X, sign, lin = _problem(4, N=50, D=8, K=2)
+    out = []
+    for mod in (_core, nb):
+        alpha, W = np.zeros((50, 2)), np.zeros((2, 8))
+        mod.dual_cd_linear(X, sign, lin, alpha, W, 0, 1.0, 1e-12, 100000, True, 1, 0)
+        out.append(alpha)
+    np.testing.assert_allclose(out[0], out[1], atol=1e-8)
+    with pytest.raises(ValueError, match="W"):
+        _core.dual_cd_linear(X, sign, lin, np.zeros((50, 2)), np.zeros((3, 8)), 0, 1.0, 1e-3,
+                             10, True, 0, 0)
+    with pytest.raises(ValueError, match="sign"):
+        _core.dual_cd_linear(X, sign[:, :1], lin, np.zeros((50, 2)), np.zeros((2, 8)), 0, 1.0,
+                             1e-3, 10, True, 0, 0)
+    with pytest.raises(ValueError, match="C"):
+        _core.dual_cd_linear(X, sign, lin, np.zeros((50, 2)), np.zeros((2, 8)), 0, -1.0, 1e-3,
+                             10, True, 0, 0)
