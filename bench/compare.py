@@ -245,6 +245,8 @@ def build_method(name, small):
                                                              solver="dual")),
         "dccnn nystroem + primal (FISTA)": lambda: _dccnn(_dccnn_layer(
             small, features="nystroem", solver="primal")),
+        "dccnn nystroem + admm": lambda: _dccnn(_dccnn_layer(small, features="nystroem",
+                                                             solver="admm")),
         "SVC rbf": lambda: FlatImages(_svc()),
         "SVC rbf (subset)": lambda: FlatImages(_svc()),
         "Nystroem + LinearSVC": lambda: NystroemLinearSVC(m),
@@ -255,7 +257,8 @@ def build_method(name, small):
     return builders[name](), subset
 
 
-METHODS = ("SVC rbf", "dccnn default", "dccnn nystroem + dual", "dccnn nystroem + primal (FISTA)",
+METHODS = ("SVC rbf", "dccnn default", "dccnn nystroem + admm", "dccnn nystroem + dual",
+           "dccnn nystroem + primal (FISTA)",
            "Nystroem + LinearSVC", "CCNN baseline (RFF + projected SGD)", "dccnn exact + dual",
            "SVC rbf (subset)")
 

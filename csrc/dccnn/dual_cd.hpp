@@ -1,5 +1,7 @@
-// Dual coordinate descent (Hsieh et al. 2008; Yu, Huang & Lin 2011 for the logistic loss)
-// for the inner problem of the saddle form (SPEC §3) with a fixed multiplier Sigma:
+// Dual coordinate descent (Hsieh et al. 2008; Yu, Huang & Lin 2011 for the logistic loss).
+// Its problem is the inner one of the ADMM solver (python/dccnn/solvers/admm.py: the dual of
+// the A-step, an L2-regularised linear machine per output) and of the saddle form (SPEC §3)
+// with a fixed multiplier Sigma:
 //
 //   minimise  1/2 a^T Qm a + sum_u h(a_u)        over the loss's box,
 //
