@@ -120,7 +120,7 @@ def test_verbose_output_and_callback(digits, capsys):
     clf.fit(X[:150], y[:150])
     out = capsys.readouterr().out
     assert "[dccnn] layer 1/1" in out
-    assert "features nystroem" in out and "solver factored" in out
+    assert "features nystroem" in out and "solver admm" in out
     assert "iteration" in out and "filters" in out
     assert calls, "the callback was never called"
     its, gaps, times, layers = zip(*calls)

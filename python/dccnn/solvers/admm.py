@@ -16,8 +16,9 @@ G(alpha) = rho (A_{k+1} - Z_k). Each iteration therefore certifies a primal poin
 dual point (alpha, rescaled to feasibility), and the inner solve is warm started from the
 last a, which converges to alpha* / rho.
 
-rho is balanced between the primal residual ||A - B|| and the dual residual
-rho ||B_{k+1} - B_k|| (Boyd et al. 2011, section 3.4.1).
+The B- and U-steps see the over-relaxed A_relaxed = RELAX A_{k+1} + (1 - RELAX) B_k in place
+of A_{k+1}, and rho is balanced between the primal residual ||A_{k+1} - B_{k+1}|| and the dual
+residual rho ||B_{k+1} - B_k|| (Boyd et al. 2011, sections 3.4.1 and 3.4.3).
 """
 
 import time
@@ -32,6 +33,10 @@ LOSS_KIND = {"squared_hinge": 0, "hinge": 1, "logistic": 2, "squared": 3}
 # digits, default layer (bench/README.md): 0.05 / 0.2 / 0.8 took 110 / 53 / 150+ iterations
 RHO_START = 0.2
 RESIDUAL_RATIO, RHO_FACTOR = 10.0, 2.0
+# over-relaxation (Boyd et al. 2011, 3.4.3): on digits, 1.4 / 1.6 / 1.8 took 63 / 58 / 53
+# iterations on the default problem and 171 / 168 / 150 on the hinge loss, against 83 and 202
+# without it; 1.6 was the fastest in seconds over five problems (bench/README.md)
+RELAX = 1.6
 # the inner solve is inexact: a few epochs from the warm start, or a projected-gradient spread
 INNER_TOL, INNER_MAX_EPOCHS = 0.1, 3
 
@@ -45,6 +50,18 @@ def shrink_singular_values(X, rho, mu):
     s = (sv[keep] - 1.0 / rho) / (1.0 + mu / rho)
     Vk = V[:, keep]
     return (X @ Vk) @ ((s / sv[keep])[:, None] * Vk.T), s
+
+
+def penalty_change(rho, A, B, B_old):
+    """The factor for rho that balances the primal residual ||A - B|| against the dual
+    residual rho ||B - B_old|| (1 where neither is RESIDUAL_RATIO times the other)."""
+    primal_residual = np.linalg.norm(A - B)
+    dual_residual = rho * np.linalg.norm(B - B_old)
+    if primal_residual > RESIDUAL_RATIO * dual_residual:
+        return RHO_FACTOR
+    if dual_residual > RESIDUAL_RATIO * primal_residual:
+        return 1.0 / RHO_FACTOR
+    return 1.0
 
 
 def inner_linear_term(loss, Y, FZ):
@@ -88,8 +105,9 @@ def admm(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None, callback=N
         step = W.reshape(K, Q, m).transpose(2, 1, 0).reshape(m, T)  # A - Z as (m, T)
         A = Z + step
         B_old = B
-        B, s = shrink_singular_values(A + U, rho, mu)
-        U = U + A - B
+        A_relaxed = RELAX * A + (1.0 - RELAX) * B_old
+        B, s = shrink_singular_values(A_relaxed + U, rho, mu)
+        U = U + A_relaxed - B
 
         primal = primal_objective(s**2, feats.scores(B), Y, loss, mu)
         alpha = rho * a
@@ -106,13 +124,7 @@ def admm(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None, callback=N
             callback(it, cert.gap, elapsed)
         if cert.gap <= tol:
             break
-        primal_residual = np.linalg.norm(A - B)
-        dual_residual = rho * np.linalg.norm(B - B_old)
-        factor = 1.0
-        if primal_residual > RESIDUAL_RATIO * dual_residual:
-            factor = RHO_FACTOR
-        elif dual_residual > RESIDUAL_RATIO * primal_residual:
-            factor = 1.0 / RHO_FACTOR
+        factor = penalty_change(rho, A, B, B_old)
         if factor != 1.0:
             # U is the multiplier over rho and a the dual point over rho: keep both points
             rho *= factor
