@@ -75,11 +75,12 @@ def inner_linear_term(loss, Y, FZ):
 
 
 def admm(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None, callback=None,
-         backend="auto", random_state=None, n_jobs=None):
+         backend="auto", random_state=None):
     """Minimise ||A||_* + mu/2 ||A||_F^2 + C sum loss(f(A), Y) over explicit A (m, Q*K), for
     every loss. Returns (A, alpha, certificate, n_iter, history) like ``fista``: A the best
     primal point, alpha the best dual point (its feasible rescaling is alpha /
-    certificate.dual_scale), history (iteration, gap, seconds)."""
+    certificate.dual_scale), history (iteration, gap, seconds). The coordinate descent runs on
+    OpenMP's default thread count (OMP_NUM_THREADS, threadpoolctl's limits)."""
     core = get_backend(backend)
     n, Q, m = feats.psi.shape
     K = Y.shape[1]
@@ -101,7 +102,7 @@ def admm(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None, callback=N
         Z = B - U
         lin = np.ascontiguousarray(inner_linear_term(loss, Y, feats.scores(Z)))
         core.dual_cd_linear(X, sign, lin, a, W, LOSS_KIND[loss.name], loss.C / rho, INNER_TOL,
-                            INNER_MAX_EPOCHS, True, seed + it, 0 if n_jobs is None else n_jobs)
+                            INNER_MAX_EPOCHS, True, seed + it, 0)
         step = W.reshape(K, Q, m).transpose(2, 1, 0).reshape(m, T)  # A - Z as (m, T)
         A = Z + step
         B_old = B
