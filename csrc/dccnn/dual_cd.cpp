@@ -107,7 +107,10 @@ void coordinate_descent(Op& op, index_t N, index_t K, index_t c0, index_t c1, co
   index_t n_open = n_out;
   for (index_t epoch = 0; epoch < opt.max_epochs && n_open > 0; ++epoch) {
     std::shuffle(order.begin(), order.end(), rng);
-    for (index_t c = 0; c < n_out; ++c) states[c].pg_max = -kInf, states[c].pg_min = kInf;
+    for (index_t c = 0; c < n_out; ++c) {
+      states[c].pg_max = -kInf;
+      states[c].pg_min = kInf;
+    }
     for (index_t s = 0; s < N; ++s) {
       if ((s & 63) == 0 && cancel.stop_requested()) return;
       const index_t i = order[static_cast<size_t>(s)];
@@ -195,16 +198,20 @@ struct DenseGramOp {
   }
 };
 
-// The two loops of an explicit-feature coordinate step, cloned for AVX2+FMA and chosen at
-// load time (an epoch is these loops; the portable build alone is 1.5x slower on AVX2).
+// The two loops of an explicit-feature coordinate step, cloned for AVX2 and chosen at load
+// time: an epoch is these loops, and the portable (SSE2) build of them took 1.5x longer on
+// AVX2 (bench/README.md). The loops are forced inline so that each clone compiles them for its
+// own instruction set.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define DCCNN_ISA_CLONES __attribute__((target_clones("avx2", "default")))
+#define DCCNN_INLINE_IN_CLONES __attribute__((always_inline)) inline
 #else
 #define DCCNN_ISA_CLONES
+#define DCCNN_INLINE_IN_CLONES inline
 #endif
 
 template <class T>
-__attribute__((always_inline)) inline double dot_row_impl(const double* w, const T* x, index_t D) {
+DCCNN_INLINE_IN_CLONES double dot_row_impl(const double* w, const T* x, index_t D) {
   double s = 0;
 #pragma omp simd reduction(+ : s)
   for (index_t j = 0; j < D; ++j) s += w[j] * x[j];
@@ -212,7 +219,7 @@ __attribute__((always_inline)) inline double dot_row_impl(const double* w, const
 }
 
 template <class T>
-__attribute__((always_inline)) inline void axpy_row_impl(double step, const T* x, double* w, index_t D) {
+DCCNN_INLINE_IN_CLONES void axpy_row_impl(double step, const T* x, double* w, index_t D) {
 #pragma omp simd
   for (index_t j = 0; j < D; ++j) w[j] += step * x[j];
 }
