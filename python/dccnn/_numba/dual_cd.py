@@ -59,8 +59,8 @@ def _solve(kind, q, g, a, lin, lower, upper, quad, C):
 @numba.njit(cache=True)
 def _cd(gram, X, sign, lin, alpha, W, kind, C, tol, max_epochs, shrinking, seed, c0, c1,
         epochs_out, spread_out, converged_out):
-    """Outputs [c0, c1) of one problem: a dense Gram (X is None, one output, grad kept) or
-    feature rows X with W[c] = sum_i sign[i, c] alpha[i, c] X[i] kept."""
+    """Outputs [c0, c1) of one problem: a dense Gram (non-empty gram, one output, its gradient
+    kept) or feature rows X (empty gram) with W[c] = sum_i sign[i, c] alpha[i, c] X[i] kept."""
     N, K = alpha.shape
     dense = gram.shape[0] > 0
     lower, upper, quad = _bounds(kind, C)
@@ -178,6 +178,8 @@ def dual_cd_dense(gram, lin, alpha, loss, C, tol, max_epochs, shrinking, seed):
 
 def dual_cd_linear(X, sign, lin, alpha, W, loss, C, tol, max_epochs, shrinking, seed,
                    n_threads):
+    """The core's dual_cd_linear; ``n_threads`` is accepted for the same signature (the
+    outputs run one after the other, with the same result)."""
     N, K = alpha.shape
     if X.ndim != 2 or X.shape[0] != N or W.shape != (K, X.shape[1]) or lin.shape != (N, K):
         raise ValueError("X: expected (N, D) rows with lin, alpha (N, K) and W (K, D)")
