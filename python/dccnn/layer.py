@@ -28,9 +28,9 @@ from .solvers.fista import LOSS_CURVATURE, fista
 
 FEATURES = ("auto", "exact", "nystroem", "random_fourier")
 SOLVERS = ("auto", "dual", "primal", "factored", "admm")
-# losses for which solver="auto" takes ADMM on explicit features: 2-4x faster than the factored
-# primal on digits for the squared hinge, the only fast solver for the hinge; slower for the
-# logistic loss (bench/README.md)
+# losses for which solver="auto" takes ADMM on explicit features: 1.1-4.7x faster than the
+# factored primal on digits for the squared hinge, the only fast solver for the hinge; slower
+# for the logistic loss, and 393 s on one squared-loss problem (bench/README.md)
 ADMM_LOSSES = ("squared_hinge", "hinge")
 # features="auto" takes the exact back-end up to this many images (its kernel work and the
 # dual solver's Gram grow as n^2) when its memory fits the budget, else Nystroem features.
