@@ -28,6 +28,7 @@ from .solvers.fista import LOSS_CURVATURE, fista
 
 FEATURES = ("auto", "exact", "nystroem", "random_fourier")
 SOLVERS = ("auto", "dual", "primal", "factored", "admm")
+EXPLICIT_SOLVERS = ("primal", "factored", "admm")  # solvers of an explicit A: no exact back-end
 # losses for which solver="auto" takes ADMM on explicit features: 1.1-4.7x faster than the
 # factored primal on digits for the squared hinge, the only fast solver for the hinge; slower
 # for the logistic loss, and 393 s on one squared-loss problem (bench/README.md)
@@ -212,7 +213,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
         max_filters = check_int(max_filters, "max_filters", minimum=1)
     if isinstance(gamma, str) and gamma != "median":
         raise ValueError(f"gamma: expected a positive number, None or 'median', got {gamma!r}")
-    if solver in ("primal", "factored", "admm") and features == "exact":
+    if solver in EXPLICIT_SOLVERS and features == "exact":
         raise ValueError(f"solver: {solver!r} needs explicit features (features='nystroem' or "
                          "'random_fourier'); the exact back-end is solved through the dual")
     if features == "random_fourier" and kernel != "rbf":
@@ -237,7 +238,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     K = Y.shape[1]
     T = pooling.n_windows * K
     auto_note = ""
-    if features == "auto" and solver in ("primal", "factored", "admm"):
+    if features == "auto" and solver in EXPLICIT_SOLVERS:
         features, auto_note = "nystroem", f"auto: solver {solver!r} needs explicit features"
     elif features == "auto":
         features, auto_note = choose_features(n, pooling.n_windows, max_memory)
@@ -317,7 +318,7 @@ def _solve_and_recover(layer, feats, Z, Y, lossobj, mu, K, pooling, features, so
     """Run the solver, recover the network and store both on ``layer``."""
     # the reduced problems of the recovery are bounded like the solver itself
     recovery_iter = max_iter or RECOVERY_MAX_ITER
-    if solver in ("primal", "factored", "admm"):
+    if solver in EXPLICIT_SOLVERS:
         A0 = getattr(warm_start, "A_", None)
         run = {"primal": fista, "factored": factored_primal, "admm": admm}[solver]
         extra = {"primal": {}, "factored": {"random_state": random_state},

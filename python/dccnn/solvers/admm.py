@@ -28,6 +28,7 @@ import scipy.linalg
 
 from .._backend import get_backend
 from ..certificate import Certificate, dual_objective, primal_objective
+from .fista import svt
 
 LOSS_KIND = {"squared_hinge": 0, "hinge": 1, "logistic": 2, "squared": 3}
 # digits, default layer (bench/README.md): 0.05 / 0.2 / 0.8 took 110 / 53 / 150+ iterations
@@ -39,17 +40,6 @@ RESIDUAL_RATIO, RHO_FACTOR = 10.0, 2.0
 RELAX = 1.6
 # the inner solve is inexact: a few epochs from the warm start, or a projected-gradient spread
 INNER_TOL, INNER_MAX_EPOCHS = 0.1, 3
-
-
-def shrink_singular_values(X, rho, mu):
-    """The prox of (||.||_* + mu/2 ||.||_F^2) / rho at X (m x T), through the T x T Gram:
-    returns (B, singular values of B)."""
-    w, V = scipy.linalg.eigh(X.T @ X)
-    sv = np.sqrt(np.maximum(w, 0.0))
-    keep = sv > 1.0 / rho
-    s = (sv[keep] - 1.0 / rho) / (1.0 + mu / rho)
-    Vk = V[:, keep]
-    return (X @ Vk) @ ((s / sv[keep])[:, None] * Vk.T), s
 
 
 def penalty_change(rho, A, B, B_old):
@@ -107,7 +97,9 @@ def admm(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None, callback=N
         A = Z + step
         B_old = B
         A_relaxed = RELAX * A + (1.0 - RELAX) * B_old
-        B, s = shrink_singular_values(A_relaxed + U, rho, mu)
+        # prox of (||.||_* + mu/2 ||.||_F^2) / rho: shrink by 1 / rho, then divide by 1 + mu / rho
+        B, s = svt(A_relaxed + U, 1.0 / rho)
+        B, s = B / (1.0 + mu / rho), s / (1.0 + mu / rho)
         U = U + A_relaxed - B
 
         primal = primal_objective(s**2, feats.scores(B), Y, loss, mu)
