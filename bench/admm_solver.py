@@ -15,7 +15,6 @@ on digits-rot-noise.
 """
 
 import argparse
-
 import dataclasses
 import time
 
