@@ -84,39 +84,53 @@ def test_linear_cd_reaches_the_optimum_of_an_independent_solve(mod, loss, seed):
 
 
 @pytest.mark.parametrize("mod", _backends())
-@pytest.mark.parametrize("loss", ["squared_hinge", "hinge"])
-def test_dense_cd_equals_the_linear_cd_on_the_same_gram(mod, loss):
-    X, sign, lin = _problem(5, K=1, loss=loss)
-    N = X.shape[0]
-    a_lin, W = np.zeros((N, 1)), np.zeros((1, X.shape[1]))
-    mod.dual_cd_linear(X, sign, lin, a_lin, W, LOSSES[loss], 2.0, 1e-11, 100000, True, 0, 1)
-    gram = np.ascontiguousarray((sign * X) @ (sign * X).T)
-    a_dense = np.zeros(N)
-    mod.dual_cd_dense(gram, np.ascontiguousarray(lin[:, 0]), a_dense, LOSSES[loss], 2.0, 1e-11,
-                      100000, True, 0)
-    v_lin, _ = _objective(X, sign, lin, a_lin, loss, 2.0)
-    v_dense, _ = _objective(X, sign, lin, a_dense[:, None], loss, 2.0)
-    assert v_dense == pytest.approx(v_lin, rel=1e-10)
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_dense_cd_on_the_rows_gram_reaches_the_same_optimum_and_keeps_its_state(mod, loss):
+    C = 2.0
+    X, sign, lin = _problem(5, K=3, loss=loss)
+    if loss == "logistic":
+        lin = 0.5 * lin
+    N, K = lin.shape
+    gram = np.ascontiguousarray(X @ X.T)
+    alpha, G = np.zeros((N, K)), np.zeros((K, N))
+    _, _, converged = mod.dual_cd_dense(gram, sign, lin, alpha, G, LOSSES[loss], C, 1e-11,
+                                        100000, True, 0, 0)
+    assert converged
+    _, ref_value = _reference(X, sign, lin, loss, C)
+    value, _ = _objective(X, sign, lin, alpha, loss, C)
+    assert value == pytest.approx(ref_value, rel=1e-9, abs=1e-9)
+    s = np.ones_like(alpha) if sign is None else sign
+    np.testing.assert_allclose(G, (gram @ (s * alpha)).T, atol=1e-10)  # G kept equal to its sum
 
 
 @requires_core
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_linear_cd_does_not_depend_on_threads_and_starts_warm(dtype):
+@pytest.mark.parametrize("operator", ["linear float64", "linear float32", "dense"])
+def test_cd_does_not_depend_on_threads_and_starts_warm(operator):
     from dccnn import _core
     X, sign, lin = _problem(2, N=200, D=40, K=5)
-    X = X.astype(dtype)
+    X = X.astype(np.float32 if operator.endswith("float32") else np.float64)
+    gram = np.ascontiguousarray(X.astype(np.float64) @ X.T.astype(np.float64))
+
+    def solve(alpha, tol, max_epochs, seed, threads, state=None):
+        if operator == "dense":
+            state = np.ascontiguousarray((gram @ (sign * alpha)).T)
+            return _core.dual_cd_dense(gram, sign, lin, alpha, state, 0, 1.0, tol, max_epochs,
+                                       True, seed, threads)
+        state = np.ascontiguousarray((sign * alpha).T @ X.astype(np.float64))
+        return _core.dual_cd_linear(X, sign, lin, alpha, state, 0, 1.0, tol, max_epochs, True,
+                                    seed, threads)
+
     runs = []
     for threads in (1, 2, 3):
-        alpha, W = np.zeros((200, 5)), np.zeros((5, 40))
-        _core.dual_cd_linear(X, sign, lin, alpha, W, 0, 1.0, 1e-3, 50, True, 7, threads)
+        alpha = np.zeros((200, 5))
+        solve(alpha, 1e-3, 50, 7, threads)
         runs.append(alpha)
     np.testing.assert_array_equal(runs[0], runs[1])
     np.testing.assert_array_equal(runs[0], runs[2])
     # a warm start at the solution of a tighter tolerance stops within two epochs
-    alpha, W = np.zeros((200, 5)), np.zeros((5, 40))
-    _core.dual_cd_linear(X, sign, lin, alpha, W, 0, 1.0, 1e-9, 100000, True, 7, 0)
-    epochs, _, converged = _core.dual_cd_linear(X, sign, lin, alpha, W, 0, 1.0, 1e-6, 100000,
-                                                True, 8, 0)
+    alpha = np.zeros((200, 5))
+    solve(alpha, 1e-9, 100000, 7, 0)
+    epochs, _, converged = solve(alpha, 1e-6, 100000, 8, 0)
     assert converged and epochs <= 2
 
 
@@ -140,3 +154,26 @@ def test_linear_cd_agrees_with_its_numba_twin_and_rejects_bad_shapes():
     with pytest.raises(ValueError, match="C"):
         _core.dual_cd_linear(X, sign, lin, np.zeros((50, 2)), np.zeros((2, 8)), 0, -1.0, 1e-3,
                              10, True, 0, 0)
+
+
+@requires_core
+def test_dense_cd_agrees_with_its_numba_twin_and_rejects_bad_shapes():
+    import dccnn._numba as nb
+    from dccnn import _core
+    X, sign, lin = _problem(6, N=50, D=8, K=2)
+    gram = np.ascontiguousarray(X @ X.T)
+    out = []
+    for mod in (_core, nb):
+        alpha, G = np.zeros((50, 2)), np.zeros((2, 50))
+        mod.dual_cd_dense(gram, sign, lin, alpha, G, 1, 1.0, 1e-12, 100000, True, 1, 0)
+        out.append(alpha)
+    np.testing.assert_allclose(out[0], out[1], atol=1e-8)
+    with pytest.raises(ValueError, match="G"):
+        _core.dual_cd_dense(gram, sign, lin, np.zeros((50, 2)), np.zeros((2, 49)), 0, 1.0, 1e-3,
+                            10, True, 0, 0)
+    with pytest.raises(ValueError, match="gram"):
+        _core.dual_cd_dense(gram[:, :49].copy(), sign, lin, np.zeros((50, 2)), np.zeros((2, 50)),
+                            0, 1.0, 1e-3, 10, True, 0, 0)
+    with pytest.raises(ValueError, match="sign"):
+        _core.dual_cd_dense(gram, sign[:, :1], lin, np.zeros((50, 2)), np.zeros((2, 50)), 0, 1.0,
+                            1e-3, 10, True, 0, 0)

@@ -188,6 +188,47 @@ def test_admm_agrees_with_the_dual_solver_for_every_loss_and_certifies_its_point
     assert cert.gap <= 1e-5
 
 
+@pytest.mark.parametrize("loss,mu,K", [("squared_hinge", 0.0, 3), ("hinge", 0.0, 2),
+                                       ("logistic", 0.1, 1), ("squared", 0.0, 2)])
+def test_admm_on_the_exact_back_end_agrees_with_the_dual_and_certifies_its_points(loss, mu, K):
+    """ADMM's iterates on the exact back-end are kernel expansions carrying their inner
+    products with the training features; with the linear kernel the test turns the returned A
+    into an explicit matrix and recomputes the certificate from it and from alpha."""
+    from dccnn.certificate import dual_objective, primal_objective
+    from dccnn.features import exact_features
+    from dccnn.kernels import resolve_kernel
+    from dccnn.losses import get_loss
+    from dccnn.pooling import make_pooling
+    from dccnn.solvers.admm import admm
+    X, y = make_problem(loss, K, 8)
+    common = dict(patch_size=3, pool_size=2, kernel="linear", C=0.5, mu=mu, loss=loss,
+                  features="exact", tol=1e-6, max_iter=20000, random_state=1)
+    dual = dccnn.fit_layer(X, y, solver="dual", **common)
+    layer = dccnn.fit_layer(X, y, solver="admm", **common)
+    assert dual.gap_ <= 1e-6 and layer.gap_ <= 1e-6
+    assert abs(dual.primal_objective_ - layer.primal_objective_) <= 2e-6 * dual.primal_objective_
+    np.testing.assert_allclose(layer.decision_function(X), dual.decision_function(X), atol=2e-3)
+
+    Z = patches_numpy(X, 3)
+    psi = pooled(Z, (3, 3), 2)  # (n, Q, d): the linear kernel's features
+    lossobj = get_loss(loss, 0.5)
+    Y = y.reshape(len(y), -1) if loss == "squared" else one_vs_rest(y)
+    feats = exact_features(Z, make_pooling((3, 3), 2, None), resolve_kernel("linear", 9))
+    A, alpha, cert, _, _ = admm(feats, Y, lossobj, mu, tol=1e-5, random_state=0)
+    n, Q, d = psi.shape
+    A_explicit = psi.reshape(n * Q, d).T @ A.coef  # (d, T)
+    F = np.einsum("iqm,mqc->ic", psi, A_explicit.reshape(d, Q, -1))
+    primal = primal_objective(np.linalg.svd(A_explicit, compute_uv=False) ** 2, F, Y, lossobj, mu)
+    beta = alpha * Y if lossobj.margin else alpha
+    G = np.einsum("iqm,ic->mqc", psi, beta).reshape(d, -1)
+    dual_value, scale = dual_objective(alpha, Y, np.linalg.svd(G, compute_uv=False) ** 2, lossobj,
+                                       mu)
+    assert primal == pytest.approx(cert.primal, rel=1e-9)
+    assert dual_value == pytest.approx(cert.dual, rel=1e-9)
+    assert scale == pytest.approx(cert.dual_scale, rel=1e-12)
+    assert cert.gap <= 1e-5
+
+
 def test_decision_function_of_explicit_layer_is_psi_times_A():
     X, y = make_problem("squared_hinge", 3, 2)
     layer = dccnn.fit_layer(X, y, patch_size=3, pool_size=2, kernel="linear",

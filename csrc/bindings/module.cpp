@@ -132,20 +132,33 @@ py::tuple cd_result(const dccnn::CdResult& r) {
   return py::make_tuple(r.epochs, r.pg_spread, r.converged);
 }
 
-py::tuple dual_cd_dense(const carray<double>& gram, const carray<double>& lin,
-                        carray<double>& alpha, int loss, double C, double tol,
-                        index_t max_epochs, bool shrinking, std::uint64_t seed) {
-  const index_t N = alpha.size();
-  require(alpha.ndim() == 1 && alpha.writeable(), "alpha: expected a writeable 1-d array");
+// sign: an (N, K) array or None (all +1).
+carray<double> optional_sign(const py::object& sign_or_none, index_t N, index_t K) {
+  if (sign_or_none.is_none()) return carray<double>();
+  auto sign = py::cast<carray<double>>(sign_or_none);
+  require(sign.ndim() == 2 && sign.shape(0) == N && sign.shape(1) == K,
+          "sign: expected (N, K) or None");
+  return sign;
+}
+
+py::tuple dual_cd_dense(const carray<double>& gram, const py::object& sign_or_none,
+                        const carray<double>& lin, carray<double>& alpha, carray<double>& G,
+                        int loss, double C, double tol, index_t max_epochs, bool shrinking,
+                        std::uint64_t seed, int n_threads) {
+  require(alpha.ndim() == 2 && alpha.writeable(), "alpha: expected a writeable (N, K) array");
+  const index_t N = alpha.shape(0), K = alpha.shape(1);
   require(gram.ndim() == 2 && gram.shape(0) == N && gram.shape(1) == N,
-          "gram: expected an (N, N) array with N = len(alpha)");
-  require(lin.ndim() == 1 && lin.shape(0) == N, "lin: expected N entries");
+          "gram: expected an (N, N) array with N = alpha.shape[0]");
+  require(G.ndim() == 2 && G.shape(0) == K && G.shape(1) == N && G.writeable(),
+          "G: expected a writeable (K, N) array");
+  require(lin.ndim() == 2 && lin.shape(0) == N && lin.shape(1) == K, "lin: expected (N, K)");
+  const carray<double> sign = optional_sign(sign_or_none, N, K);
   const auto opt = cd_options(loss, C, tol, max_epochs, shrinking, seed);
   dccnn::CdResult r;
-  const double *g = gram.data(), *l = lin.data();
-  double* a = alpha.mutable_data();
+  const double *g = gram.data(), *l = lin.data(), *sg = sign_or_none.is_none() ? nullptr : sign.data();
+  double *a = alpha.mutable_data(), *state = G.mutable_data();
   run_without_gil([&](const dccnn::InterruptCheck& check) {
-    r = dccnn::dual_cd_dense(g, N, l, a, opt, check);
+    r = dccnn::dual_cd_dense(g, N, K, sg, l, a, state, opt, n_threads, check);
   });
   return cd_result(r);
 }
@@ -163,12 +176,7 @@ py::tuple dual_cd_linear(const carray<T>& X, const py::object& sign_or_none,
   require(W.ndim() == 2 && W.shape(0) == K && W.shape(1) == D && W.writeable(),
           "W: expected a writeable (K, D) array");
   require(lin.ndim() == 2 && lin.shape(0) == N && lin.shape(1) == K, "lin: expected (N, K)");
-  carray<double> sign;
-  if (!sign_or_none.is_none()) {
-    sign = py::cast<carray<double>>(sign_or_none);
-    require(sign.ndim() == 2 && sign.shape(0) == N && sign.shape(1) == K,
-            "sign: expected (N, K) or None");
-  }
+  const carray<double> sign = optional_sign(sign_or_none, N, K);
   const auto opt = cd_options(loss, C, tol, max_epochs, shrinking, seed);
   dccnn::CdResult r;
   const T* x = X.data();
@@ -206,9 +214,10 @@ PYBIND11_MODULE(_core, m) {
         py::arg("Z2"), py::arg("position_ptr"), py::arg("position_window"),
         py::arg("n_windows"), py::arg("kind"), py::arg("gamma"), py::arg("degree"),
         py::arg("coef0"), py::arg("constant"), py::arg("n_threads"));
-  m.def("dual_cd_dense", &dual_cd_dense, py::arg("gram").noconvert(), py::arg("lin").noconvert(),
-        py::arg("alpha").noconvert(), py::arg("loss"), py::arg("C"), py::arg("tol"),
-        py::arg("max_epochs"), py::arg("shrinking"), py::arg("seed"));
+  m.def("dual_cd_dense", &dual_cd_dense, py::arg("gram").noconvert(), py::arg("sign"),
+        py::arg("lin").noconvert(), py::arg("alpha").noconvert(), py::arg("G").noconvert(),
+        py::arg("loss"), py::arg("C"), py::arg("tol"), py::arg("max_epochs"),
+        py::arg("shrinking"), py::arg("seed"), py::arg("n_threads"));
   m.def("dual_cd_linear", &dual_cd_linear<float>, py::arg("X").noconvert(), py::arg("sign"),
         py::arg("lin").noconvert(), py::arg("alpha").noconvert(), py::arg("W").noconvert(),
         py::arg("loss"), py::arg("C"), py::arg("tol"), py::arg("max_epochs"),

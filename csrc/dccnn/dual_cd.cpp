@@ -176,28 +176,6 @@ CdResult summarise(const std::vector<OutputState>& states) {
   return res;
 }
 
-struct DenseGramOp {
-  const double* gram;
-  index_t N;
-  std::vector<double> grad;  // Qm alpha
-  DenseGramOp(const double* g, index_t n, const double* alpha) : gram(g), N(n), grad(n, 0.0) {
-    for (index_t i = 0; i < N; ++i) {
-      double s = 0;
-      const double* row = gram + i * N;
-      for (index_t j = 0; j < N; ++j) s += row[j] * alpha[j];
-      grad[static_cast<size_t>(i)] = s;
-    }
-  }
-  double diag(index_t i) const { return gram[i * N + i]; }
-  double margin(index_t i, index_t) const { return grad[static_cast<size_t>(i)]; }
-  void update(index_t i, index_t, double delta) {
-    const double* col = gram + i * N;  // symmetric: row i is column i
-    double* g = grad.data();
-#pragma omp simd
-    for (index_t j = 0; j < N; ++j) g[j] += delta * col[j];
-  }
-};
-
 // The two loops of an explicit-feature coordinate step, cloned for AVX2 and chosen at load
 // time: an epoch is these loops, and the portable (SSE2) build of them took 1.5x longer on
 // AVX2 (bench/README.md). The loops are forced inline so that each clone compiles them for its
@@ -264,6 +242,23 @@ struct LinearOp {
   }
 };
 
+// Dense Gram (LIBSVM style): the state G[c] = Gram (sign_c * alpha_c) is kept, and a step on
+// row i adds a multiple of the Gram's row i (= column i) to it.
+struct DenseGramOp {
+  const double* gram;
+  index_t N, K;
+  const double* sign;  // (N x K) or nullptr
+  double* G;           // (K x N)
+  DenseGramOp(const double* g, index_t n, index_t k, const double* s, double* state)
+      : gram(g), N(n), K(k), sign(s), G(state) {}
+  double diag(index_t i) const { return gram[i * N + i]; }
+  double sign_of(index_t i, index_t c) const { return sign ? sign[i * K + c] : 1.0; }
+  double margin(index_t i, index_t c) const { return sign_of(i, c) * G[c * N + i]; }
+  void update(index_t i, index_t c, double delta) {
+    axpy_row(delta * sign_of(i, c), gram + i * N, G + c * N, N);
+  }
+};
+
 void check_options(const CdOptions& o) {
   if (!(o.C > 0) || !std::isfinite(o.C)) throw std::invalid_argument("C: must be > 0");
   if (!(o.tol > 0)) throw std::invalid_argument("tol: must be > 0");
@@ -272,28 +267,13 @@ void check_options(const CdOptions& o) {
     throw std::invalid_argument("loss: unknown kind");
 }
 
-}  // namespace
-
-CdResult dual_cd_dense(const double* gram, index_t N, const double* lin, double* alpha,
-                       const CdOptions& opt, const InterruptCheck& check) {
+// Outputs are independent problems: contiguous groups of them, one per thread.
+template <class Op>
+CdResult run_outputs(Op& op, index_t N, index_t K, const double* lin, double* alpha,
+                     const CdOptions& opt, int n_threads, const InterruptCheck& check) {
   check_options(opt);
-  DenseGramOp op(gram, N, alpha);
-  CancelToken cancel(check);
-  std::vector<OutputState> states(1);
-  coordinate_descent(op, N, 1, 0, 1, lin, alpha, opt, cancel, states.data());
-  cancel.throw_if_stopped();
-  return summarise(states);
-}
-
-template <class T>
-CdResult dual_cd_linear(const T* X, index_t N, index_t D, index_t K, const double* sign,
-                        const double* lin, double* alpha, double* W, const CdOptions& opt,
-                        int n_threads, const InterruptCheck& check) {
-  check_options(opt);
-  LinearOp<T> op(X, N, D, K, sign, W);
   CancelToken cancel(check);
   std::vector<OutputState> states(static_cast<size_t>(K));
-  // outputs are independent problems: contiguous groups of them, one per thread
   const index_t groups = std::max<index_t>(1, std::min<index_t>(resolve_threads(n_threads), K));
 #pragma omp parallel for schedule(static, 1) num_threads(static_cast<int>(groups))
   for (index_t g = 0; g < groups; ++g) {
@@ -302,6 +282,23 @@ CdResult dual_cd_linear(const T* X, index_t N, index_t D, index_t K, const doubl
   }
   cancel.throw_if_stopped();
   return summarise(states);
+}
+
+}  // namespace
+
+CdResult dual_cd_dense(const double* gram, index_t N, index_t K, const double* sign,
+                       const double* lin, double* alpha, double* G, const CdOptions& opt,
+                       int n_threads, const InterruptCheck& check) {
+  DenseGramOp op(gram, N, K, sign, G);
+  return run_outputs(op, N, K, lin, alpha, opt, n_threads, check);
+}
+
+template <class T>
+CdResult dual_cd_linear(const T* X, index_t N, index_t D, index_t K, const double* sign,
+                        const double* lin, double* alpha, double* W, const CdOptions& opt,
+                        int n_threads, const InterruptCheck& check) {
+  LinearOp<T> op(X, N, D, K, sign, W);
+  return run_outputs(op, N, K, lin, alpha, opt, n_threads, check);
 }
 
 template CdResult dual_cd_linear<float>(const float*, index_t, index_t, index_t, const double*,

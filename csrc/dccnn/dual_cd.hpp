@@ -10,7 +10,7 @@
 //   logistic: a log a + (C - a) log(C - a), 0 < a < C      squared: -y a + a^2/(4C), free.
 // The algorithm is written once over a "Gram operator" on N rows x K outputs, coordinate
 // u = i*K + c; outputs are independent problems that share the rows. Two operators exist: a
-// dense Gram matrix (kernel back-ends, LIBSVM style, one output: the gradient Qm a is kept up
+// dense Gram matrix (the exact back-end, LIBSVM style: the gradient Gram (s_c a_c) is kept up
 // to date) and explicit feature rows (LIBLINEAR style: w_c = sum_i s_ic a_ic x_i is kept).
 // One epoch visits the rows in a random order and, at each row, all its outputs, so that a
 // row is read from memory once per epoch whatever K. Every output keeps its own shrinking and
@@ -40,10 +40,14 @@ struct CdResult {
   bool converged = false;
 };
 
-// Dense Gram (N x N, row-major, symmetric). lin[u] is the linear coefficient of a_u in h
-// (-1 for margin losses, -y_u for squared). alpha (N) is the warm start, updated in place.
-CdResult dual_cd_dense(const double* gram, index_t N, const double* lin, double* alpha,
-                       const CdOptions& opt, const InterruptCheck& check = {});
+// K outputs over one dense Gram (N x N, row-major, symmetric): output c has Gram
+// s_c s_c^T * Gram, s_c the column c of sign (N x K; nullptr: all +1). lin[u] is the linear
+// coefficient of a_u in h (-1 for margin losses, -y_u for squared); lin and alpha are (N x K),
+// alpha the warm start, updated in place. G (K x N) must equal G[c] = Gram (s_c * alpha_c) on
+// entry and is kept equal to it. Threads and the result as for dual_cd_linear below.
+CdResult dual_cd_dense(const double* gram, index_t N, index_t K, const double* sign,
+                       const double* lin, double* alpha, double* G, const CdOptions& opt,
+                       int n_threads = 0, const InterruptCheck& check = {});
 
 // K outputs over feature rows X (N x D, row-major): output c has Gram s_c s_c^T * X X^T,
 // s_c the column c of sign (N x K; nullptr: all +1). lin and alpha are (N x K), W (K x D)

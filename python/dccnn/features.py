@@ -43,6 +43,10 @@ class ExactFeatures:
         """Flops of one ``dual_operator``: the cross product over all blocks."""
         return 2.0 * self.n * self.n * self.Q * self.Q * K
 
+    def admm_space(self, sign, K):
+        from .solvers.admm_spaces import KernelSpace  # the spaces build on this module
+        return KernelSpace(self, sign, K)
+
 
 class ExplicitFeatures:
     """Explicit pooled features ``psi[i, q] = psi_q(x_i)`` in R^m, shape (n, Q, m)."""
@@ -82,6 +86,10 @@ class ExplicitFeatures:
     def dual_operator_flops(self, K):
         """Flops of one ``dual_operator``: G(beta) and the scores, a pass over psi each."""
         return 4.0 * self.n * self.Q * self.m * K
+
+    def admm_space(self, sign, K):
+        from .solvers.admm_spaces import ExplicitSpace
+        return ExplicitSpace(self, sign, K)
 
 
 class CrossOperator:

@@ -28,7 +28,7 @@ from .solvers.fista import LOSS_CURVATURE, fista
 
 FEATURES = ("auto", "exact", "nystroem", "random_fourier")
 SOLVERS = ("auto", "dual", "primal", "factored", "admm")
-EXPLICIT_SOLVERS = ("primal", "factored", "admm")  # solvers of an explicit A: no exact back-end
+EXPLICIT_SOLVERS = ("primal", "factored")  # solvers of an explicit A: no exact back-end
 # losses for which solver="auto" takes ADMM on explicit features: 1.1-4.7x faster than the
 # factored primal on digits for the squared hinge, the only fast solver for the hinge; slower
 # for the logistic loss, and 393 s on one squared-loss problem (bench/README.md)
@@ -185,7 +185,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     ``solver``: "dual" (certified dual, any back-end), "primal" (FISTA with singular value
     thresholding, the CCNN-style baseline), "factored" (Burer-Monteiro L-BFGS; both primal
     solvers need explicit features and a smooth loss), "admm" (ADMM with the core's dual
-    coordinate descent as inner solver; explicit features, every loss) or "auto" (on explicit
+    coordinate descent as inner solver; either back-end, every loss) or "auto" (on explicit
     features "admm" for the (squared) hinge and "factored" for the other smooth losses, else
     "dual"). ``gamma="median"``: 1 / the median squared distance between training
     patches. ``device="cuda"`` evaluates the kernel blocks (exact) or the Nystroem kernel
@@ -215,7 +215,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
         raise ValueError(f"gamma: expected a positive number, None or 'median', got {gamma!r}")
     if solver in EXPLICIT_SOLVERS and features == "exact":
         raise ValueError(f"solver: {solver!r} needs explicit features (features='nystroem' or "
-                         "'random_fourier'); the exact back-end is solved through the dual")
+                         "'random_fourier'); the exact back-end is solved by 'dual' or 'admm'")
     if features == "random_fourier" and kernel != "rbf":
         raise ValueError(f"features: 'random_fourier' exists for kernel='rbf' only, got {kernel!r}")
     lossobj = get_loss(loss, C)
@@ -313,13 +313,32 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     return layer
 
 
+def _primal_warm_start(warm_start, features, n, T):
+    """The A of a previous fit on the same data, for the solvers of A: the explicit matrix A_,
+    or on the exact back-end the pair (beta, S) of A = G(beta) S (filters G(beta) F, linear
+    weights W: S = F W)."""
+    if warm_start is None:
+        return None
+    if features != "exact":
+        return getattr(warm_start, "A_", None)
+    support = getattr(warm_start, "support_", None)
+    if support is None or warm_start.filter_coef_.shape[0] != T or \
+            (support.size and support.max() >= n):
+        return None
+    beta = np.zeros((n, warm_start.support_beta_.shape[1]))
+    beta[support] = warm_start.support_beta_
+    r = warm_start.n_filters_
+    return beta, warm_start.filter_coef_ @ warm_start.linear_weights_.reshape(r, T)
+
+
 def _solve_and_recover(layer, feats, Z, Y, lossobj, mu, K, pooling, features, solver, tol,
                        max_iter, max_filters, warm_start, callback, random_state, backend):
     """Run the solver, recover the network and store both on ``layer``."""
     # the reduced problems of the recovery are bounded like the solver itself
     recovery_iter = max_iter or RECOVERY_MAX_ITER
-    if solver in EXPLICIT_SOLVERS:
-        A0 = getattr(warm_start, "A_", None)
+    fallback = primal_point = None
+    if solver in EXPLICIT_SOLVERS or solver == "admm":
+        A0 = _primal_warm_start(warm_start, features, Y.shape[0], pooling.n_windows * K)
         run = {"primal": fista, "factored": factored_primal, "admm": admm}[solver]
         extra = {"primal": {}, "factored": {"random_state": random_state},
                  "admm": {"random_state": random_state, "backend": backend}}[solver]
@@ -327,9 +346,11 @@ def _solve_and_recover(layer, feats, Z, Y, lossobj, mu, K, pooling, features, so
                                               max_iter=max_iter or 10000, A0=A0,
                                               callback=callback, **extra)
         solver_converged = cert.gap <= tol
-        fallback = _network_of_explicit_A(feats, A, Y, lossobj, mu, max_filters, tol,
-                                          recovery_iter, random_state)
-        primal_point = None
+        if features != "exact":
+            # (on the exact back-end ADMM's A is a kernel expansion over all nQ training
+            # features: the network comes from its certified dual point alone)
+            fallback = _network_of_explicit_A(feats, A, Y, lossobj, mu, max_filters, tol,
+                                              recovery_iter, random_state)
     else:
         alpha0 = getattr(warm_start, "alpha_", None)
         V0 = getattr(warm_start, "multiplier_factor_", None)
@@ -340,7 +361,6 @@ def _solve_and_recover(layer, feats, Z, Y, lossobj, mu, K, pooling, features, so
         solver_converged = res.converged
         layer.multiplier_factor_ = res.V
         layer.inner_epochs_ = res.inner_epochs
-        fallback = None
         primal_point = (feats.cross(res.beta_primal), res.beta_primal, res.Sigma_primal)
     layer.alpha_ = alpha
     # the network is recovered from the certified (feasible) dual point (SPEC §4), or from

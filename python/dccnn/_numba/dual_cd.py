@@ -57,25 +57,23 @@ def _solve(kind, q, g, a, lin, lower, upper, quad, C):
 
 
 @numba.njit(cache=True)
-def _cd(gram, X, sign, lin, alpha, W, kind, C, tol, max_epochs, shrinking, seed, c0, c1,
-        epochs_out, spread_out, converged_out):
-    """Outputs [c0, c1) of one problem: a dense Gram (non-empty gram, one output, its gradient
-    kept) or feature rows X (empty gram) with W[c] = sum_i sign[i, c] alpha[i, c] X[i] kept."""
+def _cd(rows, dense, sign, lin, alpha, state, kind, C, tol, max_epochs, shrinking, seed, c0,
+        c1, epochs_out, spread_out, converged_out):
+    """Outputs [c0, c1) of one problem over ``rows``: a dense Gram (``dense``; state[c] =
+    Gram (sign[:, c] * alpha[:, c]) kept) or feature rows X (state[c] = sum_i sign[i, c]
+    alpha[i, c] X[i] kept). A step on row i adds a multiple of rows[i] to the state."""
     N, K = alpha.shape
-    dense = gram.shape[0] > 0
     lower, upper, quad = _bounds(kind, C)
     shrink = shrinking and kind != LOGISTIC
     for i in range(N):
         for c in range(c0, c1):
             a = _interior(kind, alpha[i, c], lower, upper, C)
             if a != alpha[i, c]:
-                if not dense:
-                    W[c] += (a - alpha[i, c]) * sign[i, c] * X[i]
+                state[c] += (a - alpha[i, c]) * sign[i, c] * rows[i]
                 alpha[i, c] = a
-    grad = gram @ np.ascontiguousarray(alpha[:, 0]) if dense else np.zeros(0)
     diag = np.empty(N)
     for i in range(N):
-        diag[i] = gram[i, i] if dense else X[i] @ X[i]
+        diag[i] = rows[i, i] if dense else rows[i] @ rows[i]
     n_out = c1 - c0
     shrunk = np.zeros((N, n_out), dtype=np.bool_)
     n_active = np.full(n_out, N)
@@ -99,7 +97,7 @@ def _cd(gram, X, sign, lin, alpha, W, kind, C, tol, max_epochs, shrinking, seed,
                 c = c0 + k
                 if done[k] or shrunk[i, k]:
                     continue
-                g = grad[i] if dense else sign[i, c] * (W[c] @ X[i])
+                g = sign[i, c] * (state[c, i] if dense else state[c] @ rows[i])
                 a = alpha[i, c]
                 gr = _gradient(kind, g, a, lin[i, c], quad, C)
                 if shrink and ((a <= lower and gr > pg_max_old[k]) or
@@ -119,10 +117,7 @@ def _cd(gram, X, sign, lin, alpha, W, kind, C, tol, max_epochs, shrinking, seed,
                 a_new = _solve(kind, diag[i], g, a, lin[i, c], lower, upper, quad, C)
                 delta = a_new - a
                 if delta != 0.0:
-                    if dense:
-                        grad += delta * gram[i]
-                    else:
-                        W[c] += (delta * sign[i, c]) * X[i]
+                    state[c] += (delta * sign[i, c]) * rows[i]
                     alpha[i, c] = a_new
         for k in range(n_out):
             if done[k]:
@@ -153,27 +148,26 @@ def _check(loss, C):
         raise ValueError(f"loss: unknown kind {loss}")
 
 
-def _run(gram, X, sign, lin, alpha, W, loss, C, tol, max_epochs, shrinking, seed):
-    K = alpha.shape[1]
+def _run(rows, dense, sign, lin, alpha, state, loss, C, tol, max_epochs, shrinking, seed):
+    _check(loss, C)
+    N, K = alpha.shape
+    sign = np.ones((N, K)) if sign is None else np.asarray(sign, dtype=np.float64)
     epochs, spread = np.zeros(K, dtype=np.int64), np.zeros(K)
     converged = np.zeros(K, dtype=np.bool_)
     # every output runs on its own state, so the core's split of outputs over threads does
     # not change them: here they run as one group
-    _cd(gram, X, sign, lin, alpha, W, loss, float(C), float(tol), int(max_epochs),
+    _cd(rows, dense, sign, lin, alpha, state, loss, float(C), float(tol), int(max_epochs),
         bool(shrinking), int(seed) % (2**32), 0, K, epochs, spread, converged)
     return int(epochs.max(initial=0)), float(spread.max(initial=0.0)), bool(converged.all())
 
 
-def dual_cd_dense(gram, lin, alpha, loss, C, tol, max_epochs, shrinking, seed):
-    N = alpha.shape[0]
-    if gram.shape != (N, N) or lin.shape != (N,):
-        raise ValueError("gram: expected an (N, N) array and lin N entries, N = len(alpha)")
-    _check(loss, C)
-    a2 = alpha.reshape(N, 1)
-    out = _run(gram, np.zeros((0, 0)), np.zeros((0, 0)), lin.reshape(N, 1), a2,
-               np.zeros((0, 0)), loss, C, tol, max_epochs, shrinking, seed)
-    alpha[:] = a2[:, 0]
-    return out
+def dual_cd_dense(gram, sign, lin, alpha, G, loss, C, tol, max_epochs, shrinking, seed,
+                  n_threads):
+    """The core's dual_cd_dense; ``n_threads`` as in ``dual_cd_linear``."""
+    N, K = alpha.shape
+    if gram.shape != (N, N) or G.shape != (K, N) or lin.shape != (N, K):
+        raise ValueError("gram: expected an (N, N) array with lin, alpha (N, K) and G (K, N)")
+    return _run(gram, True, sign, lin, alpha, G, loss, C, tol, max_epochs, shrinking, seed)
 
 
 def dual_cd_linear(X, sign, lin, alpha, W, loss, C, tol, max_epochs, shrinking, seed,
@@ -183,7 +177,5 @@ def dual_cd_linear(X, sign, lin, alpha, W, loss, C, tol, max_epochs, shrinking, 
     N, K = alpha.shape
     if X.ndim != 2 or X.shape[0] != N or W.shape != (K, X.shape[1]) or lin.shape != (N, K):
         raise ValueError("X: expected (N, D) rows with lin, alpha (N, K) and W (K, D)")
-    _check(loss, C)
-    sign = np.ones((N, K)) if sign is None else np.asarray(sign, dtype=np.float64)
-    return _run(np.zeros((0, 0)), X.astype(np.float64, copy=False), sign, lin, alpha, W, loss,
-                C, tol, max_epochs, shrinking, seed)
+    return _run(X.astype(np.float64, copy=False), False, sign, lin, alpha, W, loss, C, tol,
+                max_epochs, shrinking, seed)

@@ -1,4 +1,4 @@
-"""ADMM on explicit features, with the core's dual coordinate descent as its inner solver.
+"""ADMM on either feature back-end, with the core's dual coordinate descent as its inner solver.
 
 The primal (SPEC §2) is split as A = B:
 
@@ -8,9 +8,13 @@ The primal (SPEC §2) is split as A = B:
     U_{k+1} = U_k + A_{k+1} - B_{k+1}
 
 The A-step separates over the K outputs: output c is an L2-regularised linear machine on the
-rows x_i = (psi_1(x_i), ..., psi_Q(x_i)) in R^{Qm}, centred at Z_k, with C/rho in place of C.
-Its dual is the problem of csrc/dccnn/dual_cd.hpp, with the margins of Z_k in the linear term.
-Every output shares the rows, so one coordinate-descent epoch reads them once for all K.
+rows x_i = (psi_1(x_i), ..., psi_Q(x_i)), centred at Z_k, with C/rho in place of C. Its dual
+is the problem of csrc/dccnn/dual_cd.hpp, with the margins of Z_k in the linear term: on
+explicit features over the rows themselves (one epoch reads them once for all K outputs), on
+the exact back-end over their n x n Gram, the trace Gram tr K_ij. The back-end's space
+(admm_spaces.py) holds the iterates: explicit matrices, or kernel expansions over the
+training features that carry their inner products with them, so that an iteration touches
+the kernel blocks once (for A - Z = G(alpha) / rho) and never factorises them.
 The multipliers a of that dual give the dual point of (D): alpha = rho a, with
 G(alpha) = rho (A_{k+1} - Z_k). Each iteration therefore certifies a primal point (B) and a
 dual point (alpha, rescaled to feasibility), and the inner solve is warm started from the
@@ -28,7 +32,6 @@ import scipy.linalg
 
 from .._backend import get_backend
 from ..certificate import Certificate, dual_objective, primal_objective
-from .fista import svt
 
 LOSS_KIND = {"squared_hinge": 0, "hinge": 1, "logistic": 2, "squared": 3}
 # digits, default layer (bench/README.md): 0.05 / 0.2 / 0.8 took 110 / 53 / 150+ iterations
@@ -42,11 +45,9 @@ RELAX = 1.6
 INNER_TOL, INNER_MAX_EPOCHS = 0.1, 3
 
 
-def penalty_change(rho, A, B, B_old):
+def penalty_change(rho, primal_residual, dual_residual):
     """The factor for rho that balances the primal residual ||A - B|| against the dual
     residual rho ||B - B_old|| (1 where neither is RESIDUAL_RATIO times the other)."""
-    primal_residual = np.linalg.norm(A - B)
-    dual_residual = rho * np.linalg.norm(B - B_old)
     if primal_residual > RESIDUAL_RATIO * dual_residual:
         return RHO_FACTOR
     if dual_residual > RESIDUAL_RATIO * primal_residual:
@@ -66,22 +67,24 @@ def inner_linear_term(loss, Y, FZ):
 
 def admm(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None, callback=None,
          backend="auto", random_state=None):
-    """Minimise ||A||_* + mu/2 ||A||_F^2 + C sum loss(f(A), Y) over explicit A (m, Q*K), for
-    every loss. Returns (A, alpha, certificate, n_iter, history) like ``fista``: A the best
-    primal point, alpha the best dual point (its feasible rescaling is alpha /
-    certificate.dual_scale), history (iteration, gap, seconds). The coordinate descent runs on
-    OpenMP's default thread count (OMP_NUM_THREADS, threadpoolctl's limits)."""
+    """Minimise ||A||_* + mu/2 ||A||_F^2 + C sum loss(f(A), Y) for every loss, on either
+    back-end. Returns (A, alpha, certificate, n_iter, history) like ``fista``: A the best
+    primal point (an element of the back-end's space, ``feats.admm_space``; A0 is one too,
+    or a pair (beta, S) for A0 = G(beta) S), alpha
+    the best dual point (its feasible rescaling is alpha / certificate.dual_scale), history
+    (iteration, gap, seconds). The coordinate descent runs on OpenMP's default thread count
+    (OMP_NUM_THREADS, threadpoolctl's limits)."""
     core = get_backend(backend)
-    n, Q, m = feats.psi.shape
-    K = Y.shape[1]
-    T = Q * K
-    X = feats.psi.reshape(n, Q * m)
+    n, K = Y.shape
     sign = np.ascontiguousarray(Y, dtype=np.float64) if loss.margin else None
+    space = feats.admm_space(sign, K)
     seed = 0 if random_state is None else int(np.random.default_rng(random_state).integers(2**31))
     a = np.zeros((n, K))
-    W = np.zeros((K, Q * m))  # W[c] = sum_i sign a x_i: A - Z in the rows' layout
-    B = np.zeros((m, T)) if A0 is None else np.array(A0, dtype=np.float64)
-    U = np.zeros((m, T))
+    if A0 is None:
+        B = space.zeros()
+    else:
+        B = space.expansion(*A0) if isinstance(A0, tuple) else A0
+    U = space.zeros()
     rho = RHO_START
     best_primal, best_dual = np.inf, -np.inf
     best_B, best_alpha, best_scale = B, np.zeros((n, K)), 1.0
@@ -90,21 +93,22 @@ def admm(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None, callback=N
     it = 0
     for it in range(1, max_iter + 1):
         Z = B - U
-        lin = np.ascontiguousarray(inner_linear_term(loss, Y, feats.scores(Z)))
-        core.dual_cd_linear(X, sign, lin, a, W, LOSS_KIND[loss.name], loss.C / rho, INNER_TOL,
-                            INNER_MAX_EPOCHS, True, seed + it, 0)
-        step = W.reshape(K, Q, m).transpose(2, 1, 0).reshape(m, T)  # A - Z as (m, T)
+        lin = np.ascontiguousarray(inner_linear_term(loss, Y, space.scores(Z)))
+        space.solve(core, lin, a, LOSS_KIND[loss.name], loss.C / rho, INNER_TOL,
+                    INNER_MAX_EPOCHS, seed + it)
+        step = space.step(a)  # A - Z
         A = Z + step
         B_old = B
         A_relaxed = RELAX * A + (1.0 - RELAX) * B_old
         # prox of (||.||_* + mu/2 ||.||_F^2) / rho: shrink by 1 / rho, then divide by 1 + mu / rho
-        B, s = svt(A_relaxed + U, 1.0 / rho)
-        B, s = B / (1.0 + mu / rho), s / (1.0 + mu / rho)
+        B, s = space.shrink(A_relaxed + U, 1.0 / rho)
+        if mu > 0:
+            B, s = B / (1.0 + mu / rho), s / (1.0 + mu / rho)
         U = U + A_relaxed - B
 
-        primal = primal_objective(s**2, feats.scores(B), Y, loss, mu)
+        primal = primal_objective(s**2, space.scores(B), Y, loss, mu)
         alpha = rho * a
-        dual, scale = dual_objective(alpha, Y, scipy.linalg.eigvalsh(rho * rho * (step.T @ step)),
+        dual, scale = dual_objective(alpha, Y, scipy.linalg.eigvalsh(rho * rho * space.gram(step)),
                                      loss, mu)
         if primal < best_primal:
             best_primal, best_B = primal, B
@@ -117,11 +121,11 @@ def admm(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None, callback=N
             callback(it, cert.gap, elapsed)
         if cert.gap <= tol:
             break
-        factor = penalty_change(rho, A, B, B_old)
+        factor = penalty_change(rho, space.norm(A - B), rho * space.norm(B - B_old))
         if factor != 1.0:
             # U is the multiplier over rho and a the dual point over rho: keep both points
             rho *= factor
-            U /= factor
+            U = U / factor
             a /= factor
-            W /= factor
+            space.rescale(factor)
     return best_B, best_alpha, Certificate(best_primal, best_dual, best_scale), it, history

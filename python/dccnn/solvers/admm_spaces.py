@@ -1,0 +1,158 @@
+"""What the ADMM solver (admm.py) needs from a feature back-end: the space its primal
+iterates live in, and the A-step's K linear machines. One class per back-end, same methods:
+
+- ``zeros()``, ``scores(E)`` (f on the training images, (n, K)), ``gram(E)`` (E^T E, T x T),
+  ``norm(E)`` (Frobenius) and ``shrink(E, tau)`` (singular values shrunk by tau: the prox of tau ||.||_*);
+- ``solve(core, lin, a, loss_kind, C, tol, max_epochs, seed)``: the A-step's dual (csrc/dccnn/dual_cd.hpp)
+  from the warm start a, in place; ``step(a)``: the element G(sign * a) (= A - Z);
+  ``rescale(f)``: divides the machines' kept state by f, as ADMM divides a when rho grows;
+- ``expansion(beta, S)``: the element G(beta) S (warm starts).
+
+Iterates support +, -, * and / by scalars and @ by T x T matrices.
+"""
+
+import numpy as np
+import scipy.linalg
+
+from ..features import gram_M
+from .fista import svt
+
+SHRINKING = True
+DEFAULT_THREADS = 0  # OpenMP's default thread count (OMP_NUM_THREADS, threadpoolctl's limits)
+
+
+class ExplicitSpace:
+    """Explicit features: elements are (m, T) matrices, the A-step runs on the rows
+    x_i = (psi_1(x_i), ..., psi_Q(x_i)) (LIBLINEAR style, ``dual_cd_linear``)."""
+
+    def __init__(self, feats, sign, K):
+        self.feats = feats
+        n, Q, m = feats.psi.shape
+        self.shape = (m, Q * K)
+        self.rows = feats.psi.reshape(n, Q * m)
+        self.sign = sign
+        self.W = np.zeros((K, Q * m))  # W[c] = sum_i sign a x_i: A - Z in the rows' layout
+
+    def zeros(self):
+        return np.zeros(self.shape)
+
+    def scores(self, E):
+        return self.feats.scores(E)
+
+    def gram(self, E):
+        return E.T @ E
+
+    def norm(self, E):
+        return float(np.linalg.norm(E))
+
+    def shrink(self, E, tau):
+        return svt(E, tau)
+
+    def expansion(self, beta, S):
+        return self.feats.G(beta) @ S
+
+    def solve(self, core, lin, a, loss_kind, C, tol, max_epochs, seed):
+        core.dual_cd_linear(self.rows, self.sign, lin, a, self.W, loss_kind, C, tol, max_epochs,
+                            SHRINKING, seed, DEFAULT_THREADS)
+
+    def step(self, a):
+        m, T = self.shape
+        K = self.W.shape[0]
+        return self.W.reshape(K, T // K, m).transpose(2, 1, 0).reshape(m, T)
+
+    def rescale(self, f):
+        self.W /= f
+
+
+class KernelExpansion:
+    """An element A of H^T on the exact back-end: A_t = sum_(i, q) coef[(i, q), t] psi_q(x_i),
+    kept with its inner products with every training feature,
+    img[(j, q), t] = <A_t, psi_q(x_j)> = (blocks as an nQ x nQ matrix) @ coef. Linear
+    operations act on both, so no iteration multiplies by the blocks except ``step``.
+    ``known_gram``: A^T A when already known (G(beta): M(beta), at n Q T K flops instead of
+    the n Q T^2 of coef^T img)."""
+
+    __slots__ = ("coef", "img", "known_gram")
+
+    def __init__(self, coef, img, known_gram=None):
+        self.coef, self.img, self.known_gram = coef, img, known_gram
+
+    def __add__(self, other):
+        return KernelExpansion(self.coef + other.coef, self.img + other.img)
+
+    def __sub__(self, other):
+        return KernelExpansion(self.coef - other.coef, self.img - other.img)
+
+    def __mul__(self, scalar):
+        return KernelExpansion(self.coef * scalar, self.img * scalar)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, scalar):
+        return KernelExpansion(self.coef / scalar, self.img / scalar)
+
+    def __matmul__(self, R):
+        return KernelExpansion(self.coef @ R, self.img @ R)
+
+
+class KernelSpace:
+    """Exact back-end: elements are ``KernelExpansion``s. The A-step's rows are the
+    concatenated pooled features, so its Gram is the n x n trace Gram
+    sum_q <psi_q(x_i), psi_q(x_j)> = tr K_ij, Q^2 times smaller than the blocks and kept whole
+    (LIBSVM style, ``dual_cd_dense``)."""
+
+    def __init__(self, feats, sign, K):
+        self.feats = feats
+        self.n, self.Q, self.K = feats.n, feats.Q, K
+        self.trace_gram = np.ascontiguousarray(
+            np.trace(feats.blocks, axis1=2, axis2=3), dtype=np.float64)
+        self.sign = sign
+        self.G = np.zeros((K, self.n))  # G[c] = trace Gram (sign_c * a_c)
+
+    def zeros(self):
+        T = self.Q * self.K
+        return KernelExpansion(np.zeros((self.n * self.Q, T)), np.zeros((self.n * self.Q, T)))
+
+    def scores(self, E):
+        # f[j, c] = sum_q <A_(q, c), psi_q(x_j)> = sum_q img[(j, q), q*K + c]
+        n, Q, K = self.n, self.Q, self.K
+        return np.einsum("jqqc->jc", E.img.reshape(n, Q, Q, K))
+
+    def gram(self, E):
+        if E.known_gram is not None:
+            return E.known_gram
+        M = E.coef.T @ E.img
+        return 0.5 * (M + M.T)
+
+    def norm(self, E):
+        return float(np.sqrt(max(np.vdot(E.coef, E.img), 0.0)))
+
+    def shrink(self, E, tau):
+        lam, V = scipy.linalg.eigh(self.gram(E))
+        s = np.sqrt(np.maximum(lam, 0.0))
+        keep = s > tau
+        Vk = V[:, keep]
+        # rank r = keep.sum() is small: E (V_r diag(w) V_r^T) in two thin products
+        thin = E @ Vk
+        return thin @ ((1.0 - tau / s[keep])[:, None] * Vk.T), s[keep] - tau
+
+    def expansion(self, beta, S):
+        n, Q, K = self.n, self.Q, self.K
+        coef = np.zeros((n, Q, Q, K))
+        idx = np.arange(Q)
+        coef[:, idx, idx, :] = beta[:, None, :]
+        H = self.feats.cross(beta)
+        G = KernelExpansion(coef.reshape(n * Q, Q * K), H.reshape(n * Q, Q * K),
+                            gram_M(H, beta))
+        return G if S is None else G @ S
+
+    def solve(self, core, lin, a, loss_kind, C, tol, max_epochs, seed):
+        core.dual_cd_dense(self.trace_gram, self.sign, lin, a, self.G, loss_kind, C, tol,
+                           max_epochs, SHRINKING, seed, DEFAULT_THREADS)
+
+    def step(self, a):
+        beta = a if self.sign is None else self.sign * a
+        return self.expansion(beta, None)
+
+    def rescale(self, f):
+        self.G /= f
