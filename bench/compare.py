@@ -241,6 +241,7 @@ def build_method(name, small):
     builders = {
         "dccnn default": lambda: _dccnn(_dccnn_layer(small) if small else None),
         "dccnn exact + dual": lambda: _dccnn(_dccnn_layer(small, features="exact", solver="dual")),
+        "dccnn exact + admm": lambda: _dccnn(_dccnn_layer(small, features="exact", solver="admm")),
         "dccnn nystroem + dual": lambda: _dccnn(_dccnn_layer(small, features="nystroem",
                                                              solver="dual")),
         "dccnn nystroem + primal (FISTA)": lambda: _dccnn(_dccnn_layer(
@@ -253,14 +254,14 @@ def build_method(name, small):
         "CCNN baseline (RFF + projected SGD)": lambda: CCNNBaseline(
             n_features=m, **({"n_iter": 100, "average_last": 20} if small else {})),
     }
-    subset = name in ("dccnn exact + dual", "SVC rbf (subset)")
+    subset = name in ("dccnn exact + dual", "dccnn exact + admm", "SVC rbf (subset)")
     return builders[name](), subset
 
 
 METHODS = ("SVC rbf", "dccnn default", "dccnn nystroem + admm", "dccnn nystroem + dual",
            "dccnn nystroem + primal (FISTA)",
-           "Nystroem + LinearSVC", "CCNN baseline (RFF + projected SGD)", "dccnn exact + dual",
-           "SVC rbf (subset)")
+           "Nystroem + LinearSVC", "CCNN baseline (RFF + projected SGD)", "dccnn exact + admm",
+           "dccnn exact + dual", "SVC rbf (subset)")
 
 
 # ---------------------------------------------------------------------------------------------

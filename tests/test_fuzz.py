@@ -406,8 +406,8 @@ def fit_layer_cases(draw):
         y = np.arange(n) % {"binary": 2, "three": 3, "one-class": 1}[y_kind]
     features = draw(st.sampled_from(["nystroem", "exact"]))
     # the primal solver needs explicit features: with "exact" it is an invalid combination
-    solver = draw(mostly(["dual", "primal"], ["primal"]) if features == "nystroem"
-                  else mostly(["dual"], ["primal"]))
+    solver = draw(mostly(["dual", "primal", "admm"], ["primal"]) if features == "nystroem"
+                  else mostly(["dual", "admm"], ["primal"]))
     kw = dict(
         patch_size=draw(ints([1, 2, 3], invalid=(0, 9, None))),
         pool_size=draw(mostly([None, 1, 2], [9])),

@@ -46,8 +46,8 @@ def _assert_bit_identical(a, b):
 # Reproducibility
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("features,solver", [("exact", "dual"), ("nystroem", "dual"),
-                                             ("nystroem", "primal"),
+@pytest.mark.parametrize("features,solver", [("exact", "dual"), ("exact", "admm"),
+                                             ("nystroem", "dual"), ("nystroem", "primal"),
                                              ("random_fourier", "dual")])
 def test_same_random_state_gives_bit_identical_fits(features, solver):
     kw = dict(features=features, solver=solver, n_jobs=1)

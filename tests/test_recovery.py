@@ -205,8 +205,8 @@ def test_planted_network_beats_a_kernel_svm_on_its_labels():
     assert np.max(angles) < 0.5 and np.min(angles) < 0.25
 
 
-@pytest.mark.parametrize("features,solver", [("exact", "dual"), ("nystroem", "dual"),
-                                             ("random_fourier", "primal")])
+@pytest.mark.parametrize("features,solver", [("exact", "dual"), ("exact", "admm"),
+                                             ("nystroem", "dual"), ("random_fourier", "primal")])
 def test_pickle_and_save_load_give_identical_predictions(tmp_path, features, solver):
     X, y = labelled_images(30, 4)
     layer = dccnn.fit_layer(X, y, patch_size=3, pool_size=2, gamma=0.2, features=features,

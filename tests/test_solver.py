@@ -251,6 +251,25 @@ def test_warm_start_along_a_path_of_C():
     assert warm.inner_epochs_ < 0.9 * cold.inner_epochs_ and warm.n_iter_ <= cold.n_iter_
 
 
+@pytest.mark.parametrize("features", ["exact", "random_fourier"])
+def test_admm_warm_start_along_a_path_of_C(features):
+    """ADMM starts from the previous layer's A (the explicit matrix, or on the exact back-end
+    the expansion G(beta) F W of the recovered network) and dual point alpha (its multiplier
+    U = G(alpha) / rho). At the same C that is a solution; along the path it starts 10x closer
+    but, ADMM's tail being linear, does not end much sooner (bench/README.md)."""
+    X, y = make_problem("squared_hinge", 3, 4)
+    common = dict(patch_size=3, pool_size=2, kernel="rbf", gamma=0.3, features=features,
+                  n_components=30, solver="admm", tol=1e-6, random_state=0)
+    first = dccnn.fit_layer(X, y, C=0.5, **common)
+    again = dccnn.fit_layer(X, y, C=0.5, warm_start=first, **common)
+    assert again.n_iter_ == 1 and again.gap_ <= 1e-6
+    cold = dccnn.fit_layer(X, y, C=0.6, **common)
+    warm = dccnn.fit_layer(X, y, C=0.6, warm_start=first, **common)
+    assert warm.gap_ <= 1e-6 and cold.gap_ <= 1e-6
+    assert abs(warm.primal_objective_ - cold.primal_objective_) <= 2e-6 * cold.primal_objective_
+    assert warm.history_[0][1] < 0.1 * cold.history_[0][1]
+
+
 def test_max_iter_warns_with_the_gap():
     X, y = make_problem("squared_hinge", 3, 5)
     with pytest.warns(ConvergenceWarning, match="duality gap"):

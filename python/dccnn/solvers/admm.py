@@ -65,12 +65,12 @@ def inner_linear_term(loss, Y, FZ):
     return FZ - Y
 
 
-def admm(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None, callback=None,
-         backend="auto", random_state=None):
+def admm(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None, alpha0=None,
+         callback=None, backend="auto", random_state=None):
     """Minimise ||A||_* + mu/2 ||A||_F^2 + C sum loss(f(A), Y) for every loss, on either
     back-end. Returns (A, alpha, certificate, n_iter, history) like ``fista``: A the best
     primal point (an element of the back-end's space, ``feats.admm_space``; A0 is one too,
-    or a pair (beta, S) for A0 = G(beta) S), alpha
+    or a pair (beta, S) for A0 = G(beta) S; alpha0 a dual point, both from a previous fit), alpha
     the best dual point (its feasible rescaling is alpha / certificate.dual_scale), history
     (iteration, gap, seconds). The coordinate descent runs on OpenMP's default thread count
     (OMP_NUM_THREADS, threadpoolctl's limits)."""
@@ -79,13 +79,18 @@ def admm(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None, callback=N
     sign = np.ascontiguousarray(Y, dtype=np.float64) if loss.margin else None
     space = feats.admm_space(sign, K)
     seed = 0 if random_state is None else int(np.random.default_rng(random_state).integers(2**31))
+    rho = RHO_START
     a = np.zeros((n, K))
+    U = space.zeros()
+    if alpha0 is not None:
+        # at a solution a = alpha / rho and U = G(alpha) / rho, the multiplier over rho
+        a = np.array(alpha0, dtype=np.float64) / rho
+        space.start(a)
+        U = space.step(a)
     if A0 is None:
         B = space.zeros()
     else:
         B = space.expansion(*A0) if isinstance(A0, tuple) else A0
-    U = space.zeros()
-    rho = RHO_START
     best_primal, best_dual = np.inf, -np.inf
     best_B, best_alpha, best_scale = B, np.zeros((n, K)), 1.0
     history = []
@@ -101,10 +106,11 @@ def admm(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None, callback=N
         B_old = B
         A_relaxed = RELAX * A + (1.0 - RELAX) * B_old
         # prox of (||.||_* + mu/2 ||.||_F^2) / rho: shrink by 1 / rho, then divide by 1 + mu / rho
-        B, s = space.shrink(A_relaxed + U, 1.0 / rho)
+        X = A_relaxed + U
+        B, s = space.shrink(X, 1.0 / rho)
         if mu > 0:
             B, s = B / (1.0 + mu / rho), s / (1.0 + mu / rho)
-        U = U + A_relaxed - B
+        U = X - B  # U + A_relaxed - B
 
         primal = primal_objective(s**2, space.scores(B), Y, loss, mu)
         alpha = rho * a

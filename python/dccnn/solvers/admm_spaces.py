@@ -4,7 +4,8 @@ iterates live in, and the A-step's K linear machines. One class per back-end, sa
 - ``zeros()``, ``scores(E)`` (f on the training images, (n, K)), ``gram(E)`` (E^T E, T x T),
   ``norm(E)`` (Frobenius) and ``shrink(E, tau)`` (singular values shrunk by tau: the prox of tau ||.||_*);
 - ``solve(core, lin, a, loss_kind, C, tol, max_epochs, seed)``: the A-step's dual (csrc/dccnn/dual_cd.hpp)
-  from the warm start a, in place; ``step(a)``: the element G(sign * a) (= A - Z);
+  from the warm start a, in place (``start(a)`` first sets the machines' kept state for a
+  given a); ``step(a)``: the element G(sign * a) (= A - Z);
   ``rescale(f)``: divides the machines' kept state by f, as ADMM divides a when rho grows;
 - ``expansion(beta, S)``: the element G(beta) S (warm starts).
 
@@ -54,6 +55,10 @@ class ExplicitSpace:
     def solve(self, core, lin, a, loss_kind, C, tol, max_epochs, seed):
         core.dual_cd_linear(self.rows, self.sign, lin, a, self.W, loss_kind, C, tol, max_epochs,
                             SHRINKING, seed, DEFAULT_THREADS)
+
+    def start(self, a):
+        beta = a if self.sign is None else self.sign * a
+        self.W = np.ascontiguousarray(beta.T @ self.rows, dtype=np.float64)
 
     def step(self, a):
         m, T = self.shape
@@ -149,6 +154,10 @@ class KernelSpace:
     def solve(self, core, lin, a, loss_kind, C, tol, max_epochs, seed):
         core.dual_cd_dense(self.trace_gram, self.sign, lin, a, self.G, loss_kind, C, tol,
                            max_epochs, SHRINKING, seed, DEFAULT_THREADS)
+
+    def start(self, a):
+        beta = a if self.sign is None else self.sign * a
+        self.G = np.ascontiguousarray((self.trace_gram @ beta).T)
 
     def step(self, a):
         beta = a if self.sign is None else self.sign * a
