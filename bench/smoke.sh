@@ -17,6 +17,6 @@ run scaling.py --small --results-dir "$out" --figure "$out/scaling.png"
 table=$(run solver_scaling.py --n 100 --tol 1e-3 --max-iter 3000)
 grep -q "factored primal" <<<"$table"
 table=$(run exact_vs_factorise.py --n 20 --tol 1e-2)
-grep -q "factorise + factored primal" <<<"$table"
+grep -q "factorise + factored primal" <<<"$table" && grep -q "exact blocks + ADMM" <<<"$table"
 test -s "$out/compare_small.json" && test -s "$out/scaling_small.json" && test -s "$out/scaling.png"
 echo "bench smoke: ok"
