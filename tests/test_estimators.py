@@ -139,6 +139,20 @@ def test_auto_back_end_follows_the_memory_budget(digits):
     assert small.features == "nystroem"
 
 
+def test_admm_on_the_exact_back_end_checks_its_expansions_against_the_budget(digits):
+    X, y = digits
+    X, y = X[:40].reshape(-1, 8, 8), y[:40]
+    spec = dict(patch_size=3, pool_size=2, gamma="median", C=0.3, tol=1e-3, random_state=0,
+                features="exact")
+    # n = 40, Q = 9, K = 10: the blocks take 40^2 * 9^2 * 8 bytes = 1.0 MB, ADMM's expansions
+    # 20 arrays of 40 * 9 * 90 numbers, 5.2 MB
+    budget = 3 * 2**20
+    with pytest.raises(MemoryError, match="max_memory: ADMM's kernel expansions"):
+        dccnn.fit_layer(X, y, solver="admm", max_memory=budget, **spec)
+    assert dccnn.fit_layer(X, y, solver="auto", max_memory=budget, **spec).solver == "dual"
+    assert dccnn.fit_layer(X, y, solver="auto", **spec).solver == "admm"
+
+
 @pytest.mark.parametrize("make_input,match", [
     (lambda X: (X, dict(image_shape=(7, 9))), "image_shape"),
     (lambda X: (np.where(np.arange(64) == 3, np.nan, X), {}), "NaN"),

@@ -23,6 +23,7 @@ from .pooling import make_pooling
 from .recovery import Recovery, conv_outputs, network_scores, recover, reduced_solve, singular_basis
 from .solvers.dual import solve_dual
 from .solvers.admm import admm
+from .solvers.admm_spaces import KernelSpace
 from .solvers.factored import factored_primal
 from .solvers.fista import LOSS_CURVATURE, fista
 
@@ -122,6 +123,15 @@ def median_heuristic_gamma(Z, random_state=None):
     b = flat[rng.integers(0, flat.shape[0], MEDIAN_SAMPLE)].astype(np.float64)
     med = float(np.median(((a - b) ** 2).sum(axis=1)))
     return 1.0 / med if med > 0 else 1.0
+
+
+def _check_admm_expansions(n, Q, T, max_memory):
+    """MemoryError when ADMM's kernel expansions and trace Gram (the exact back-end) would
+    not fit."""
+    check_allocation((KernelSpace.LIVE_ARRAYS * n * Q * T + n * n,), np.float64,
+                     "ADMM's kernel expansions", max_memory=max_memory,
+                     advice="Use solver='dual', whose memory is the kernel blocks', or "
+                            "explicit features.")
 
 
 def choose_features(n, Q, max_memory):
@@ -246,10 +256,19 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
         # measured on digits (bench/README.md): ADMM is the fastest on the exact back-end for
         # every loss (1.7-9x the ALM dual); on explicit features for the (squared) hinge,
         # and the factored primal for the other smooth losses
-        if features == "exact" or loss in ADMM_LOSSES:
+        if features == "exact":
+            # unless its expansions would not fit where the blocks do (many outputs K)
+            try:
+                _check_admm_expansions(n, pooling.n_windows, T, max_memory)
+                solver = "admm"
+            except MemoryError:
+                solver = "dual"
+        elif loss in ADMM_LOSSES:
             solver = "admm"
         else:
             solver = "factored" if loss in LOSS_CURVATURE else "dual"
+    elif solver == "admm" and features == "exact":
+        _check_admm_expansions(n, pooling.n_windows, T, max_memory)
 
     layer = ConvexLayer()
     layer.__dict__.update(

@@ -106,6 +106,11 @@ class KernelSpace:
     sum_q <psi_q(x_i), psi_q(x_j)> = tr K_ij, Q^2 times smaller than the blocks and kept whole
     (LIBSVM style, ``dual_cd_dense``)."""
 
+    # arrays of n Q T numbers alive at once in an ADMM iteration (B, U, Z, A - Z, A, the
+    # relaxed A, B_old, X and the new B, two arrays each, and two temporaries), for memory
+    # estimates
+    LIVE_ARRAYS = 20
+
     def __init__(self, feats, sign, K):
         self.feats = feats
         self.n, self.Q, self.K = feats.n, feats.Q, K
