@@ -254,7 +254,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
         features, auto_note = choose_features(n, pooling.n_windows, max_memory)
     if solver == "auto":
         # measured on digits (bench/README.md): ADMM is the fastest on the exact back-end for
-        # every loss (1.7-9x the ALM dual); on explicit features for the (squared) hinge,
+        # every loss (2.5-14x the ALM dual); on explicit features for the (squared) hinge,
         # and the factored primal for the other smooth losses
         if features == "exact":
             # unless its expansions would not fit where the blocks do (many outputs K)

@@ -73,7 +73,8 @@ def admm(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None, alpha0=Non
     or a pair (beta, S) for A0 = G(beta) S; alpha0 a dual point, both from a previous fit), alpha
     the best dual point (its feasible rescaling is alpha / certificate.dual_scale), history
     (iteration, gap, seconds). The coordinate descent runs on OpenMP's default thread count
-    (OMP_NUM_THREADS, threadpoolctl's limits)."""
+    (OMP_NUM_THREADS, threadpoolctl's limits), or one thread for small problems
+    (``admm_spaces.cd_threads``)."""
     core = get_backend(backend)
     n, K = Y.shape
     sign = np.ascontiguousarray(Y, dtype=np.float64) if loss.margin else None

@@ -2,10 +2,11 @@
 iterates live in, and the A-step's K linear machines. One class per back-end, same methods:
 
 - ``zeros()``, ``scores(E)`` (f on the training images, (n, K)), ``gram(E)`` (E^T E, T x T),
-  ``norm(E)`` (Frobenius) and ``shrink(E, tau)`` (singular values shrunk by tau: the prox of tau ||.||_*);
-- ``solve(core, lin, a, loss_kind, C, tol, max_epochs, seed)``: the A-step's dual (csrc/dccnn/dual_cd.hpp)
-  from the warm start a, in place (``start(a)`` first sets the machines' kept state for a
-  given a); ``step(a)``: the element G(sign * a) (= A - Z);
+  ``norm(E)`` (Frobenius) and ``shrink(E, tau)`` (singular values shrunk by tau: the prox of
+  tau ||.||_*);
+- ``solve(core, lin, a, loss_kind, C, tol, max_epochs, seed)``: the A-step's dual
+  (csrc/dccnn/dual_cd.hpp) from the warm start a, in place (``start(a)`` first sets the
+  machines' kept state for a given a); ``step(a)``: the element G(sign * a) (= A - Z);
   ``rescale(f)``: divides the machines' kept state by f, as ADMM divides a when rho grows;
 - ``expansion(beta, S)``: the element G(beta) S (warm starts).
 
@@ -19,7 +20,17 @@ from ..features import gram_M
 from .fista import svt
 
 SHRINKING = True
-DEFAULT_THREADS = 0  # OpenMP's default thread count (OMP_NUM_THREADS, threadpoolctl's limits)
+# Multiply-adds per epoch below which the coordinate descent runs on one thread: its outputs
+# would be split over OpenMP threads that compete with numpy's BLAS workers, still spinning
+# after the GEMMs around each call. Exact back-end, digits n = 300 (9e5 per epoch): 3.7-3.9 s
+# on one thread against 4.5-4.8 s on two; Nystroem features of the default layer (8e7): 3.3
+# against 3.8 s on one, but the outputs' split pays on more cores (bench/README.md).
+PARALLEL_MIN_WORK = 1e7
+
+
+def cd_threads(work_per_epoch):
+    """1, or 0 (OpenMP's default: OMP_NUM_THREADS, threadpoolctl's limits)."""
+    return 1 if work_per_epoch < PARALLEL_MIN_WORK else 0
 
 
 class ExplicitSpace:
@@ -54,7 +65,7 @@ class ExplicitSpace:
 
     def solve(self, core, lin, a, loss_kind, C, tol, max_epochs, seed):
         core.dual_cd_linear(self.rows, self.sign, lin, a, self.W, loss_kind, C, tol, max_epochs,
-                            SHRINKING, seed, DEFAULT_THREADS)
+                            SHRINKING, seed, cd_threads(self.rows.size * a.shape[1]))
 
     def start(self, a):
         beta = a if self.sign is None else self.sign * a
@@ -157,8 +168,9 @@ class KernelSpace:
         return G if S is None else G @ S
 
     def solve(self, core, lin, a, loss_kind, C, tol, max_epochs, seed):
+        threads = cd_threads(self.trace_gram.size * a.shape[1])
         core.dual_cd_dense(self.trace_gram, self.sign, lin, a, self.G, loss_kind, C, tol,
-                           max_epochs, SHRINKING, seed, DEFAULT_THREADS)
+                           max_epochs, SHRINKING, seed, threads)
 
     def start(self, a):
         beta = a if self.sign is None else self.sign * a
