@@ -92,6 +92,25 @@ def test_exact_network_equals_the_kernel_expansion_of_the_dual_solution(loss):
     assert 1 <= layer.n_filters_ <= Q * K
 
 
+def test_hinge_network_is_recovered_from_the_exact_admm_solution():
+    """The hinge loss's reduced problem is solved by ADMM: the ALM dual returned A = 0 there
+    (recovered gap 0.78), and on this problem does not converge as the layer's solver either."""
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:60].reshape(-1, 8, 8) / 16.0, y[:60]
+    layer = dccnn.fit_layer(X, y, patch_size=3, padding=1, pool_size=2, pool_stride=2,
+                            gamma="median", C=0.1, loss="hinge", features="exact",
+                            solver="admm", tol=1e-4, random_state=0)
+    assert layer.solver_gap_ <= 1e-4 and layer.gap_ <= 1e-4
+    assert layer.n_filters_ >= 1
+    # the recovered network's scores give back its hinge loss part of the primal objective
+    F = layer.decision_function(X)
+    Y = np.where(y[:, None] == np.arange(10)[None, :], 1.0, -1.0)
+    hinge = 0.1 * np.maximum(0.0, 1.0 - Y * F).sum()
+    s = np.linalg.svd(layer.linear_weights_.reshape(layer.n_filters_, -1), compute_uv=False)
+    assert hinge + s.sum() == pytest.approx(layer.primal_objective_, rel=1e-8)
+
+
 def explicit_problem(seed, n=80, K=3):
     X, y = labelled_images(n, seed, K=K)
     common = dict(patch_size=3, pool_size=2, kernel="linear", features="nystroem", C=0.5,
