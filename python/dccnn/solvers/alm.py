@@ -96,6 +96,10 @@ def alm_dual(feats, Y, loss, tracker, *, tol, max_iter, alpha0=None, Sigma0=None
     sign = Y if loss.margin else np.ones_like(Y)
     c = PENALTY_CONDITION / (loss.C * max(kernel_operator_norm(feats, K), 1e-300))
     bounds = box_bounds(loss, n * K)
+    # L-BFGS-B measures the projected gradient as the step to the box, at most its width C:
+    # an absolute tolerance above C would stop the inner solves at once (digits, hinge,
+    # C = 0.1: stuck at gap 0.975 for 200 outer iterations)
+    box_scale = 1.0 if loss.bounds()[1] is None else min(1.0, loss.C)
     memory = lbfgs_memory(feats, K)
     if alpha0 is None:
         alpha0 = 0.5 * loss.kkt_alpha(np.zeros((n, K)), Y) + 1e-3 * loss.C
@@ -152,7 +156,7 @@ def alm_dual(feats, Y, loss, tracker, *, tol, max_iter, alpha0=None, Sigma0=None
         if gap <= tol:
             k -= 1
             break
-        gtol = min(INNER_TOL_MAX, max(INNER_TOL_PER_GAP * gap, 1e-12))
+        gtol = min(INNER_TOL_MAX, max(INNER_TOL_PER_GAP * gap, 1e-12)) * box_scale
         res = scipy.optimize.minimize(negative_psi, alpha.ravel(), jac=True, method="L-BFGS-B",
                                       bounds=bounds,
                                       options={"maxiter": INNER_MAX_ITER, "gtol": gtol,
