@@ -143,6 +143,26 @@ def test_dual_solver_converges_when_C_is_below_its_inner_tolerance(loss):
     assert ref < trivial - 1e-3
 
 
+@pytest.mark.parametrize("features,loss,after", [("exact", "hinge", "dual"),
+                                                ("nystroem", "squared_hinge", "factored")])
+def test_auto_hands_a_stalled_admm_over_to_another_solver(features, loss, after):
+    """ADMM's iterations grow with C ||psi||^2: on inputs scaled 20x it stalls near 6e-4, so
+    solver="auto" hands its points to the ALM dual (or the factored primal) after
+    HANDOVER_ITER iterations."""
+    X, y = make_problem(loss, 2, 3)
+    X = 20 * X
+    common = dict(patch_size=3, pool_size=2, kernel="linear", C=1.0, loss=loss,
+                  features=features, solver="auto", tol=1e-6)
+    layer = dccnn.fit_layer(X, y, **common)
+    assert layer.solver == f"admm, then {after}"
+    assert layer.solver_gap_ <= 1e-6 and layer.gap_ <= 1e-6
+    psi = pooled(patches_numpy(X, 3), (3, 3), 2)
+    ref = cvxpy_optimum(psi, one_vs_rest(y), loss, 1.0, 0.0)
+    assert abs(layer.primal_objective_ - ref) <= 1e-5 * abs(ref)
+    # at unit scale ADMM finishes alone
+    assert dccnn.fit_layer(X / 20, y, **common).solver == "admm"
+
+
 def test_exact_and_nystroem_agree_with_all_patches_as_landmarks():
     rng = np.random.default_rng(3)
     X = rng.random((25, 5, 5))

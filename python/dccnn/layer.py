@@ -37,6 +37,11 @@ ADMM_LOSSES = ("squared_hinge", "hinge")
 # features="auto" takes the exact back-end up to this many images (its kernel work and the
 # dual solver's Gram grow as n^2) when its memory fits the budget, else Nystroem features.
 EXACT_MAX_SAMPLES = 500
+# solver="auto" on the exact back-end: ADMM's iterations before the ALM dual takes over. ADMM
+# needed 46-1450 iterations over 48 digits fits (bench/README.md) but its count grows with
+# C ||psi||^2, where the ALM's penalty is normalised: with a linear kernel on inputs scaled
+# 20x it stopped at gap 6e-4 after 3000 iterations, where the ALM converged in 6.
+HANDOVER_ITER = 2000
 # Iterations of each reduced problem of the recovery when max_iter is not given.
 RECOVERY_MAX_ITER = 20000
 # C is the scale of the dual variables: beyond these bounds products such as C * ||Psi||^2
@@ -196,8 +201,9 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     thresholding, the CCNN-style baseline), "factored" (Burer-Monteiro L-BFGS; both primal
     solvers need explicit features and a smooth loss), "admm" (ADMM with the core's dual
     coordinate descent as inner solver; either back-end, every loss) or "auto" ("admm" on the
-    exact back-end and, on explicit features, for the (squared) hinge; "factored" for the
-    other smooth losses). ``gamma="median"``: 1 / the median squared distance between training
+    exact back-end and, on explicit features, for the (squared) hinge, handing over to
+    "dual" or "factored" if it has not converged after HANDOVER_ITER iterations; "factored"
+    for the other smooth losses). ``gamma="median"``: 1 / the median squared distance between training
     patches. ``device="cuda"`` evaluates the kernel blocks (exact) or the Nystroem kernel
     columns on the GPU, for the fit and for ``transform``/``decision_function`` (needs the
     CUDA build, ``dccnn._cuda``). The network is recovered from the solution (SPEC §4). The
@@ -252,6 +258,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
         features, auto_note = "nystroem", f"auto: solver {solver!r} needs explicit features"
     elif features == "auto":
         features, auto_note = choose_features(n, pooling.n_windows, max_memory)
+    handover = False
     if solver == "auto":
         # measured on digits (bench/README.md): ADMM is the fastest on the exact back-end for
         # every loss (2.5-14x the ALM dual); on explicit features for the (squared) hinge,
@@ -260,11 +267,11 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
             # unless its expansions would not fit where the blocks do (many outputs K)
             try:
                 _check_admm_expansions(n, pooling.n_windows, T, max_memory)
-                solver = "admm"
+                solver, handover = "admm", True
             except MemoryError:
                 solver = "dual"
         elif loss in ADMM_LOSSES:
-            solver = "admm"
+            solver, handover = "admm", True
         else:
             solver = "factored" if loss in LOSS_CURVATURE else "dual"
     elif solver == "admm" and features == "exact":
@@ -311,7 +318,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
         with scipy_blas_single_thread():
             _solve_and_recover(layer, feats, Z, Y, lossobj, mu, K, pooling, features, solver,
                                tol, max_iter, max_filters, warm_start, progress, random_state,
-                               backend)
+                               backend, handover)
     finally:
         progress.close()
     layer.fit_time_ = time.perf_counter() - t_start
@@ -348,12 +355,26 @@ def _primal_warm_start(warm_start, features, n, T):
     return beta, warm_start.filter_coef_ @ warm_start.linear_weights_.reshape(r, T)
 
 
+class _HandoverStart:
+    """The warm start a stalled ADMM hands over: its primal point (explicit A_, or None on the
+    exact back-end) and its certified dual point."""
+
+    dual_scale_ = 1.0  # alpha_ is already feasible
+
+    def __init__(self, A, alpha):
+        self.A_, self.alpha_ = A, alpha
+
+
 def _solve_and_recover(layer, feats, Z, Y, lossobj, mu, K, pooling, features, solver, tol,
-                       max_iter, max_filters, warm_start, callback, random_state, backend):
-    """Run the solver, recover the network and store both on ``layer``."""
+                       max_iter, max_filters, warm_start, callback, random_state, backend,
+                       handover=False):
+    """Run the solver, recover the network and store both on ``layer``. ``handover``: ADMM
+    runs at most HANDOVER_ITER iterations, then the ALM dual (the factored primal for the
+    smooth losses on explicit features) goes on from its points."""
     # the reduced problems of the recovery are bounded like the solver itself
     recovery_iter = max_iter or RECOVERY_MAX_ITER
     fallback = primal_point = None
+    history = []
     if solver in EXPLICIT_SOLVERS or solver == "admm":
         A0 = _primal_warm_start(warm_start, features, Y.shape[0], pooling.n_windows * K)
         run = {"primal": fista, "factored": factored_primal, "admm": admm}[solver]
@@ -364,10 +385,25 @@ def _solve_and_recover(layer, feats, Z, Y, lossobj, mu, K, pooling, features, so
         extra = {"primal": {}, "factored": {"random_state": random_state},
                  "admm": {"random_state": random_state, "backend": backend,
                           "alpha0": alpha0}}[solver]
-        A, alpha, cert, n_iter, history = run(feats, Y, lossobj, mu, tol=tol,
-                                              max_iter=max_iter or 10000, A0=A0,
-                                              callback=callback, **extra)
+        budget = max_iter or 10000
+        if handover:
+            budget = min(budget, HANDOVER_ITER)
+        A, alpha, cert, n_iter, history = run(feats, Y, lossobj, mu, tol=tol, max_iter=budget,
+                                              A0=A0, callback=callback, **extra)
         solver_converged = cert.gap <= tol
+        if handover and not solver_converged:
+            # ADMM's iterations grow with C ||psi||^2 (bench/README.md): a solver whose
+            # penalty or step is normalised goes on from its points
+            explicit_A = None if features == "exact" else A
+            after = "factored" if explicit_A is not None and lossobj.name in LOSS_CURVATURE \
+                else "dual"
+            layer.solver = f"admm, then {after}"
+            _solve_and_recover(layer, feats, Z, Y, lossobj, mu, K, pooling, features, after,
+                               tol, max_iter, max_filters,
+                               _HandoverStart(explicit_A, alpha / cert.dual_scale), callback,
+                               random_state, backend)
+            layer.history_ = history + layer.history_
+            return
         if features != "exact":
             # (on the exact back-end ADMM's A is a kernel expansion over all nQ training
             # features: the network comes from its certified dual point alone)
