@@ -190,11 +190,27 @@ def test_dual_and_primal_solvers_agree(loss, mu, solver):
     np.testing.assert_allclose(dual.decision_function(X), primal.decision_function(X), atol=2e-3)
 
 
+def assert_certificate_recomputes(psi, A, alpha, Y, lossobj, mu, cert, rel):
+    """P(A) and D(alpha_hat) of a solver's certificate, recomputed from the explicit A (m, T),
+    alpha and the features psi (n, Q, m); the certificate's gap at most 1e-5."""
+    from dccnn.certificate import dual_objective, primal_objective
+    n, Q, m = psi.shape
+    F = np.einsum("iqm,mqc->ic", psi, A.reshape(m, Q, -1))
+    primal = primal_objective(np.linalg.svd(A, compute_uv=False) ** 2, F, Y, lossobj, mu)
+    beta = alpha * Y if lossobj.margin else alpha
+    G = np.einsum("iqm,ic->mqc", psi, beta).reshape(m, -1)
+    dual_value, scale = dual_objective(alpha, Y, np.linalg.svd(G, compute_uv=False) ** 2, lossobj,
+                                       mu)
+    assert primal == pytest.approx(cert.primal, rel=rel)
+    assert dual_value == pytest.approx(cert.dual, rel=rel)
+    assert scale == pytest.approx(cert.dual_scale, rel=1e-12)
+    assert cert.gap <= 1e-5
+
+
 @pytest.mark.parametrize("loss,mu", [("hinge", 0.0), ("hinge", 0.1), ("squared_hinge", 0.0)])
 def test_admm_agrees_with_the_dual_solver_for_every_loss_and_certifies_its_points(loss, mu):
     """The ADMM's inner coordinate descent handles the hinge loss, which the primal solvers do
     not; its certificate is recomputed here from the returned A and alpha."""
-    from dccnn.certificate import dual_objective, primal_objective
     from dccnn.features import ExplicitFeatures
     from dccnn.losses import get_loss
     from dccnn.solvers.admm import admm
@@ -212,17 +228,7 @@ def test_admm_agrees_with_the_dual_solver_for_every_loss_and_certifies_its_point
     Y = np.where(y[:, None] == np.unique(y)[None, :], 1.0, -1.0)
     Y = Y[:, 1:] if Y.shape[1] == 2 else Y
     A, alpha, cert, _, _ = admm(ExplicitFeatures(psi), Y, lossobj, mu, tol=1e-5, random_state=0)
-    n, Q, m = psi.shape
-    F = np.einsum("iqm,mqc->ic", psi, A.reshape(m, Q, -1))
-    primal = primal_objective(np.linalg.svd(A, compute_uv=False) ** 2, F, Y, lossobj, mu)
-    beta = alpha * Y
-    G = np.einsum("iqm,ic->mqc", psi, beta).reshape(m, -1)
-    dual_value, scale = dual_objective(alpha, Y, np.linalg.svd(G, compute_uv=False) ** 2, lossobj,
-                                       mu)
-    assert primal == pytest.approx(cert.primal, rel=1e-10)
-    assert dual_value == pytest.approx(cert.dual, rel=1e-10)
-    assert scale == pytest.approx(cert.dual_scale, rel=1e-12)
-    assert cert.gap <= 1e-5
+    assert_certificate_recomputes(psi, A, alpha, Y, lossobj, mu, cert, rel=1e-10)
 
 
 @pytest.mark.parametrize("loss,mu,K", [("squared_hinge", 0.0, 3), ("hinge", 0.0, 2),
@@ -231,7 +237,6 @@ def test_admm_on_the_exact_back_end_agrees_with_the_dual_and_certifies_its_point
     """ADMM's iterates on the exact back-end are kernel expansions carrying their inner
     products with the training features; with the linear kernel the test turns the returned A
     into an explicit matrix and recomputes the certificate from it and from alpha."""
-    from dccnn.certificate import dual_objective, primal_objective
     from dccnn.features import exact_features
     from dccnn.kernels import resolve_kernel
     from dccnn.losses import get_loss
@@ -254,16 +259,7 @@ def test_admm_on_the_exact_back_end_agrees_with_the_dual_and_certifies_its_point
     A, alpha, cert, _, _ = admm(feats, Y, lossobj, mu, tol=1e-5, random_state=0)
     n, Q, d = psi.shape
     A_explicit = psi.reshape(n * Q, d).T @ A.coef  # (d, T)
-    F = np.einsum("iqm,mqc->ic", psi, A_explicit.reshape(d, Q, -1))
-    primal = primal_objective(np.linalg.svd(A_explicit, compute_uv=False) ** 2, F, Y, lossobj, mu)
-    beta = alpha * Y if lossobj.margin else alpha
-    G = np.einsum("iqm,ic->mqc", psi, beta).reshape(d, -1)
-    dual_value, scale = dual_objective(alpha, Y, np.linalg.svd(G, compute_uv=False) ** 2, lossobj,
-                                       mu)
-    assert primal == pytest.approx(cert.primal, rel=1e-9)
-    assert dual_value == pytest.approx(cert.dual, rel=1e-9)
-    assert scale == pytest.approx(cert.dual_scale, rel=1e-12)
-    assert cert.gap <= 1e-5
+    assert_certificate_recomputes(psi, A_explicit, alpha, Y, lossobj, mu, cert, rel=1e-9)
 
 
 def test_decision_function_of_explicit_layer_is_psi_times_A():

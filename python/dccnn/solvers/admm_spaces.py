@@ -28,6 +28,11 @@ SHRINKING = True
 PARALLEL_MIN_WORK = 1e7
 
 
+def signed(sign, a):
+    """beta of the A-step's multipliers a: sign * a (margin losses) or a (sign None)."""
+    return a if sign is None else sign * a
+
+
 def cd_threads(work_per_epoch):
     """1, or 0 (OpenMP's default: OMP_NUM_THREADS, threadpoolctl's limits)."""
     return 1 if work_per_epoch < PARALLEL_MIN_WORK else 0
@@ -68,8 +73,7 @@ class ExplicitSpace:
                             SHRINKING, seed, cd_threads(self.rows.size * a.shape[1]))
 
     def start(self, a):
-        beta = a if self.sign is None else self.sign * a
-        self.W = np.ascontiguousarray(beta.T @ self.rows, dtype=np.float64)
+        self.W = np.ascontiguousarray(signed(self.sign, a).T @ self.rows, dtype=np.float64)
 
     def step(self, a):
         m, T = self.shape
@@ -173,12 +177,10 @@ class KernelSpace:
                            max_epochs, SHRINKING, seed, threads)
 
     def start(self, a):
-        beta = a if self.sign is None else self.sign * a
-        self.G = np.ascontiguousarray((self.trace_gram @ beta).T)
+        self.G = np.ascontiguousarray((self.trace_gram @ signed(self.sign, a)).T)
 
     def step(self, a):
-        beta = a if self.sign is None else self.sign * a
-        return self.expansion(beta, None)
+        return self.expansion(signed(self.sign, a), None)
 
     def rescale(self, f):
         self.G /= f
