@@ -155,7 +155,8 @@ py::tuple dual_cd_dense(const carray<double>& gram, const py::object& sign_or_no
   const carray<double> sign = optional_sign(sign_or_none, N, K);
   const auto opt = cd_options(loss, C, tol, max_epochs, shrinking, seed);
   dccnn::CdResult r;
-  const double *g = gram.data(), *l = lin.data(), *sg = sign_or_none.is_none() ? nullptr : sign.data();
+  const double *g = gram.data(), *l = lin.data();
+  const double* sg = sign_or_none.is_none() ? nullptr : sign.data();
   double *a = alpha.mutable_data(), *state = G.mutable_data();
   run_without_gil([&](const dccnn::InterruptCheck& check) {
     r = dccnn::dual_cd_dense(g, N, K, sg, l, a, state, opt, n_threads, check);

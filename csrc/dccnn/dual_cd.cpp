@@ -215,15 +215,22 @@ DCCNN_ISA_CLONES void axpy_row(double step, const double* x, double* w, index_t 
   axpy_row_impl(step, x, w, D);
 }
 
+// The signs of the K outputs' coordinates, shared by both operators: output c's Gram is
+// s_c s_c^T times the operator's own.
+struct OutputSigns {
+  const double* sign;  // (N x K) or nullptr: all +1
+  index_t K;
+  double sign_of(index_t i, index_t c) const { return sign ? sign[i * K + c] : 1.0; }
+};
+
 template <class T>
-struct LinearOp {
+struct LinearOp : OutputSigns {
   const T* X;
-  index_t D, K;
-  const double* sign;  // (N x K) or nullptr
-  double* W;           // (K x D)
+  index_t D;
+  double* W;  // (K x D)
   std::vector<double> sqnorm;
   LinearOp(const T* x, index_t n, index_t d, index_t k, const double* s, double* w)
-      : X(x), D(d), K(k), sign(s), W(w), sqnorm(static_cast<size_t>(n)) {
+      : OutputSigns{s, k}, X(x), D(d), W(w), sqnorm(static_cast<size_t>(n)) {
     for (index_t i = 0; i < n; ++i) {
       const T* xi = X + i * D;
       double q = 0;
@@ -233,7 +240,6 @@ struct LinearOp {
     }
   }
   double diag(index_t i) const { return sqnorm[static_cast<size_t>(i)]; }
-  double sign_of(index_t i, index_t c) const { return sign ? sign[i * K + c] : 1.0; }
   double margin(index_t i, index_t c) const {
     return sign_of(i, c) * dot_row(W + c * D, X + i * D, D);
   }
@@ -244,15 +250,13 @@ struct LinearOp {
 
 // Dense Gram (LIBSVM style): the state G[c] = Gram (sign_c * alpha_c) is kept, and a step on
 // row i adds a multiple of the Gram's row i (= column i) to it.
-struct DenseGramOp {
+struct DenseGramOp : OutputSigns {
   const double* gram;
-  index_t N, K;
-  const double* sign;  // (N x K) or nullptr
-  double* G;           // (K x N)
+  index_t N;
+  double* G;  // (K x N)
   DenseGramOp(const double* g, index_t n, index_t k, const double* s, double* state)
-      : gram(g), N(n), K(k), sign(s), G(state) {}
+      : OutputSigns{s, k}, gram(g), N(n), G(state) {}
   double diag(index_t i) const { return gram[i * N + i]; }
-  double sign_of(index_t i, index_t c) const { return sign ? sign[i * K + c] : 1.0; }
   double margin(index_t i, index_t c) const { return sign_of(i, c) * G[c * N + i]; }
   void update(index_t i, index_t c, double delta) {
     axpy_row(delta * sign_of(i, c), gram + i * N, G + c * N, N);
