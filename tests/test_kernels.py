@@ -350,6 +350,21 @@ def test_pooled_kernel_blocks_with_z2(backend, dtype, kernel, grid, size, stride
     assert_close(B, ref, RTOL[dtype] * (3 if dtype == np.float32 else 1))
 
 
+@pytest.mark.parametrize("n2", [63, 64, 65, 150])
+def test_pooled_kernel_blocks_few_rows_against_many_images(backend, n2):
+    """The core splits each row of pairs into runs of 64 images for its threads (the exact
+    back-end evaluates a few rows against all training images on each pass)."""
+    rng = np.random.default_rng(n2)
+    grid, size, stride, d = (4, 4), 2, 2, 3
+    pool = dccnn.make_pooling(grid, size, stride)
+    Z2 = _patches(rng, "rbf", n2, grid[0] * grid[1], d, np.float64)
+    B = dccnn.pooled_kernel_blocks(Z2[:3], Z2, pooling=pool, backend=backend)
+    ref = ref_pooled_blocks(Z2[:3], Z2, ref_pool_matrix(grid, size, stride), "rbf")
+    assert_close(B, ref, RTOL[np.float64])
+    B1 = dccnn.pooled_kernel_blocks(Z2[:3], Z2, pooling=pool, backend=backend, n_jobs=1)
+    np.testing.assert_array_equal(B, B1)
+
+
 def test_pooled_kernel_blocks_definition_by_explicit_loops(backend):
     # Literal loops over the definition K_ij[q, q'] = mean_{p in S_q, p' in S_q'} k(.,.)
     rng = np.random.default_rng(11)

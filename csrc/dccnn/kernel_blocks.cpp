@@ -31,6 +31,10 @@ void validate(const PoolingMap& m) {
 
 namespace {
 
+// Image pairs per parallel task of the non-symmetric pooled blocks: a pair costs P^2 d
+// multiply-adds (tens of thousands), so 64 pairs amortise the scheduling.
+constexpr index_t kPairsPerTask = 64;
+
 // Run-time choice of the instruction set; DCCNN_TILE_ENGINE=generic|avx2|avx512 narrows it
 // (used by the tests to check every build against the same references).
 enum class Isa { generic, avx2, avx512 };
@@ -213,15 +217,23 @@ void pooled_kernel_blocks(const T* Z1, index_t n1, const T* Z2, index_t n2, inde
   for (index_t k = 0; k < pooling.position_ptr[P]; ++k) inv_count[pooling.position_window[k]] += 1;
   for (auto& c : inv_count) c = T(1) / c;
 
+  // Symmetric: one task per row i, pairs j >= i (the rows shorten, so dynamic scheduling).
+  // Otherwise a task is a run of pairs of one row, so that a few rows against many images
+  // (the exact back-end's rows evaluated again on each pass) still spread over every thread.
+  const index_t run = symmetric ? n2 : std::min<index_t>(n2, kPairsPerTask);
+  const index_t runs_per_row = (n2 + run - 1) / run;
   CancelToken cancel(check);
 #pragma omp parallel num_threads(threads)
   {
     std::vector<T> work(static_cast<size_t>(Q * nr));
     std::vector<T> block(static_cast<size_t>(Q * Q));
 #pragma omp for schedule(dynamic, 1)
-    for (index_t i = 0; i < n1; ++i) {
+    for (index_t task = 0; task < n1 * runs_per_row; ++task) {
       if (cancel.stop_requested()) continue;
-      for (index_t j = symmetric ? i : 0; j < n2; ++j) {
+      const index_t i = task / runs_per_row;
+      const index_t j_begin = symmetric ? i : (task % runs_per_row) * run;
+      const index_t j_end = std::min(n2, (task % runs_per_row) * run + run);
+      for (index_t j = j_begin; j < j_end; ++j) {
         std::fill(block.begin(), block.end(), T(0));
         e.pooled_block(a_panels.data() + i * a_stride * d, a_sqn.data() + i * a_stride,
                        b_rows.data() + j * b_stride * d, b_sqn.data() + j * b_stride, d, pooling,

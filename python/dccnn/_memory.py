@@ -23,6 +23,15 @@ def available_memory():
         return None
 
 
+def memory_budget(max_memory=None):
+    """The byte budget of one allocation: ``max_memory``, or else half of the memory available
+    now (None where that cannot be read)."""
+    if max_memory is not None:
+        return max_memory
+    avail = available_memory()
+    return None if avail is None else int(avail * DEFAULT_FRACTION)
+
+
 def check_allocation(shape, dtype, what, *, max_memory=None, advice="", argument="max_memory"):
     """Raise MemoryError when an array of ``shape`` and ``dtype`` would exceed the budget.
 
@@ -31,10 +40,7 @@ def check_allocation(shape, dtype, what, *, max_memory=None, advice="", argument
     ``dccnn._validation``).
     """
     nbytes = int(np.prod([int(s) for s in shape], dtype=object)) * np.dtype(dtype).itemsize
-    budget = max_memory
-    if budget is None:
-        avail = available_memory()
-        budget = None if avail is None else int(avail * DEFAULT_FRACTION)
+    budget = memory_budget(max_memory)
     if budget is not None and nbytes > budget:
         raise MemoryError(
             f"{argument}: {what} would take {nbytes / 2**30:.2f} GiB (shape {tuple(shape)}, "

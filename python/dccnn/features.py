@@ -15,26 +15,75 @@ for the linear kernel) and is also what the primal solvers need.
 import numpy as np
 import scipy.linalg
 
+from ._memory import check_allocation, memory_budget
 from .kernels import kernel_matrix, pooled_kernel_blocks
 
 
 class ExactFeatures:
-    """Pooled kernel blocks of all training pairs, ``blocks[i, j] = K_ij`` (n, n, Q, Q)."""
+    """Pooled kernel blocks of all training pairs, ``K_ij`` (Q x Q), held by rows of images.
+
+    ``kept`` (n_kept, n, Q, Q) are the rows of images 0..n_kept-1: all of them when the whole
+    (n, n, Q, Q) fits the memory budget. Otherwise (SPEC §5: "optionally cached up to a memory
+    budget") each pass evaluates again, by ``evaluate_rows(start, stop)`` = K_ij for i in
+    [start, stop) and j >= start, the blocks among the other images, and only those: the
+    blocks against kept images are the transposes of kept ones (K_ji = K_ij^T), and of the
+    pairs among the others one half gives the other. Every pass visits the same pairs in the
+    same order, so a fixed kept prefix is the best a cache can do here: an LRU cache would
+    evict each batch just before its next use."""
 
     kind = "exact"
 
-    def __init__(self, blocks):
-        self.blocks = blocks
-        self.n, self.Q = blocks.shape[0], blocks.shape[2]
+    def __init__(self, kept, evaluate_rows=None, batch_rows=None):
+        self.kept = kept
+        self.n, self.Q = kept.shape[1], kept.shape[2]
+        self.n_kept = kept.shape[0]
+        if self.n_kept < self.n and (evaluate_rows is None or not batch_rows):
+            raise ValueError("kept: rows are missing and there is no evaluate_rows to give them")
+        self.evaluate_rows = evaluate_rows
+        self.batch_rows = batch_rows
+        self.pairs_evaluated = 0  # image pairs evaluated again since construction
+
+    def pieces(self):
+        """Every block K_ij once, as (I, J, blocks, transposed) over ranges of images I, J:
+        K_ij = blocks[i - I.start, j - J.start], or its transpose
+        blocks[j - J.start, i - I.start].T where ``transposed``."""
+        n, k = self.n, self.n_kept
+        if k:
+            yield range(0, k), range(0, n), self.kept, False
+        if k < n:
+            yield range(k, n), range(0, k), self.kept[:, k:], True
+        for start in range(k, n, self.batch_rows or 1):
+            stop = min(n, start + self.batch_rows)
+            rows = self.evaluate_rows(start, stop)  # K_ij, i in [start, stop), j >= start
+            self.pairs_evaluated += rows.shape[0] * rows.shape[1]
+            yield range(start, stop), range(start, n), rows, False
+            if stop < n:
+                yield range(stop, n), range(start, stop), rows[:, stop - start:], True
 
     def cross(self, beta):
-        # K_ji = K_ij^T for the training blocks, so the contraction over i is one GEMM of
-        # beta^T with the blocks as stored (no batched small products)
+        # S[c, j, a, b] = sum_i beta[i, c] K_ij[a, b]: one GEMM of beta^T with the blocks as
+        # stored per piece (a transposed piece: batched over j, then a, b swapped)
         n, Q = self.n, self.Q
         K = beta.shape[1]
-        S = beta.T.astype(self.blocks.dtype) @ self.blocks.reshape(n, n * Q * Q)  # [c, j, r, q]
-        return np.ascontiguousarray(
-            S.reshape(K, n, Q, Q).transpose(1, 3, 2, 0).reshape(n, Q, Q * K), dtype=np.float64)
+        S = np.zeros((K, n, Q, Q))
+        for I, J, blocks, transposed in self.pieces():
+            b = beta[I.start:I.stop].T.astype(blocks.dtype)
+            if transposed:
+                part = np.matmul(b[None], blocks.reshape(len(J), len(I), Q * Q))  # [j, c, b, a]
+                S[:, J.start:J.stop] += part.reshape(len(J), K, Q, Q).transpose(1, 0, 3, 2)
+            else:
+                part = b @ blocks.reshape(len(I), len(J) * Q * Q)
+                S[:, J.start:J.stop] += part.reshape(K, len(J), Q, Q)
+        # H[j, q, r*K + c] = sum_i beta[i, c] K_ji[q, r] = S[c, j, r, q]
+        return np.ascontiguousarray(S.transpose(1, 3, 2, 0).reshape(n, Q, Q * K))
+
+    def trace_gram(self):
+        """(n, n) float64, tr K_ij: the Gram of the concatenated pooled features."""
+        G = np.empty((self.n, self.n))
+        for I, J, blocks, transposed in self.pieces():
+            t = np.trace(blocks, axis1=2, axis2=3)
+            G[I.start:I.stop, J.start:J.stop] = t.T if transposed else t
+        return G
 
     def dual_operator(self, beta):
         return CrossOperator(self.cross(beta), beta)
@@ -264,11 +313,34 @@ class RandomFourierMap(PatchFeatureMap):
         return out.astype(Zflat.dtype, copy=False)
 
 
+# Bytes of one batch of block rows evaluated again on each pass, when not all rows are kept
+# (and at most a quarter of the budget, the rest keeps rows): a few large GEMMs per pass.
+STREAM_BATCH_BYTES = 128 * 2**20
+
+
 def exact_features(Z, pooling, kernel_params, *, n_jobs=None, backend="auto", max_memory=None,
                    device="cpu"):
+    """The exact back-end on patches Z (n, P, d): all blocks when they fit the memory budget
+    (``max_memory``, else half the available memory), else as many rows as fit beside one
+    batch of rows (STREAM_BATCH_BYTES, at most a quarter of the budget, at least one row)
+    evaluated again on each pass. MemoryError when not even one row fits."""
     p = kernel_params
-    blocks = pooled_kernel_blocks(Z, pooling=pooling, kernel=p.kernel, gamma=p.gamma,
-                                  degree=p.degree, coef0=p.coef0, constant=p.constant,
-                                  n_jobs=n_jobs, backend=backend, max_memory=max_memory,
-                                  device=device)
-    return ExactFeatures(blocks)
+
+    def blocks(Z1, Z2=None, budget=None):
+        return pooled_kernel_blocks(Z1, Z2, pooling=pooling, kernel=p.kernel, gamma=p.gamma,
+                                    degree=p.degree, coef0=p.coef0, constant=p.constant,
+                                    n_jobs=n_jobs, backend=backend, max_memory=budget,
+                                    device=device)
+
+    n, Q = Z.shape[0], pooling.n_windows
+    row_bytes = n * Q * Q * Z.dtype.itemsize
+    budget = memory_budget(max_memory)
+    if budget is None or n * row_bytes <= budget:
+        return ExactFeatures(blocks(Z, budget=budget))
+    batch_rows = int(min(n, max(1, min(STREAM_BATCH_BYTES, budget // 4) // row_bytes)))
+    check_allocation((batch_rows, n, Q, Q), Z.dtype, "one batch of kernel block rows",
+                     max_memory=budget,
+                     advice="Use explicit features (features='nystroem') or fewer images.")
+    n_kept = int(min(n, (budget - batch_rows * row_bytes) // row_bytes))
+    kept = blocks(Z[:n_kept], Z) if n_kept else np.empty((0, n, Q, Q), Z.dtype)
+    return ExactFeatures(kept, lambda start, stop: blocks(Z[start:stop], Z[start:]), batch_rows)

@@ -8,7 +8,7 @@ import scipy.linalg
 from sklearn.exceptions import ConvergenceWarning
 
 from ._progress import FitProgress
-from ._memory import DEFAULT_FRACTION, available_memory, check_allocation
+from ._memory import check_allocation, memory_budget
 from ._targets import encode_targets
 from ._threads import scipy_blas_single_thread
 from ._validation import check_choice, check_float, check_int
@@ -142,9 +142,7 @@ def _check_admm_expansions(n, Q, T, max_memory):
 def choose_features(n, Q, max_memory):
     """The back-end for features="auto" and the reason, for verbose output. The exact blocks
     are float64 whatever the input (see fit_layer)."""
-    budget = max_memory
-    if budget is None and available_memory() is not None:
-        budget = int(available_memory() * DEFAULT_FRACTION)
+    budget = memory_budget(max_memory)
     exact_bytes = n * n * Q * Q * 8
     if n > EXACT_MAX_SAMPLES:
         return "nystroem", f"auto: n={n} > {EXACT_MAX_SAMPLES}"
@@ -206,7 +204,10 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     for the other smooth losses). ``gamma="median"``: 1 / the median squared distance between training
     patches. ``device="cuda"`` evaluates the kernel blocks (exact) or the Nystroem kernel
     columns on the GPU, for the fit and for ``transform``/``decision_function`` (needs the
-    CUDA build, ``dccnn._cuda``). The network is recovered from the solution (SPEC §4). The
+    CUDA build, ``dccnn._cuda``). ``max_memory`` (bytes, default half the available memory)
+    bounds each large allocation; the exact back-end then keeps the kernel blocks of as many
+    images as fit and evaluates the others again on each pass of the solver (slower, same
+    result). The network is recovered from the solution (SPEC §4). The
     fit stops when the relative duality gap is at most ``tol`` or after ``max_iter``
     iterations (then with a ConvergenceWarning stating the gap). ``warm_start``: a previously
     fitted layer on the same data (e.g. along a path of C values) whose dual variables and
@@ -307,9 +308,17 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
             if message.startswith(internal):
                 raise ValueError(f"X:{message[len(internal):]} (in the patches of X)") from None
         raise
+    if features == "exact" and feats.n_kept < n:
+        warnings.warn(f"fit_layer: the kernel blocks ({n * n * pooling.n_windows**2 * 8 / 2**30:.2f}"
+                      f" GiB) exceed the memory budget; the blocks of {feats.n_kept} of {n} "
+                      "images are kept and the others evaluated again on each pass of the "
+                      "solver, which is much slower (raise max_memory, or use "
+                      "features='nystroem')", UserWarning, stacklevel=2)
     if verbose:
         what = f"{features} ({'Q=%d' % pooling.n_windows}" + (
-            f", m={feats.m})" if features != "exact" else ")")
+            f", m={feats.m})" if features != "exact" else
+            ")" if feats.n_kept == n else
+            f", blocks of {feats.n_kept} of {n} images kept, the rest evaluated on each pass)")
         print(f"[dccnn] layer: n={n}, K={K}, T={T}, features {what}{' ' + auto_note if auto_note else ''}, solver {solver}, "
               f"loss {loss}, C={C:g}, mu={mu:g} ({time.perf_counter() - t_start:.2f}s to set up)")
 

@@ -129,8 +129,7 @@ class KernelSpace:
     def __init__(self, feats, sign, K):
         self.feats = feats
         self.n, self.Q, self.K = feats.n, feats.Q, K
-        self.trace_gram = np.ascontiguousarray(
-            np.trace(feats.blocks, axis1=2, axis2=3), dtype=np.float64)
+        self.trace_gram = feats.trace_gram()
         self.sign = sign
         self.G = np.zeros((K, self.n))  # G[c] = trace Gram (sign_c * a_c)
 
