@@ -7,7 +7,8 @@ back-end gets both from ``cross(beta)``,
 products of the columns of G(beta) with every pooled feature of every training image
 (n^2 Q^2 K work on the blocks). The explicit back-end gets them from G(beta) itself (m x T):
 two passes over psi at n Q m K each, the cost of one FISTA iteration, where ``cross`` would
-cost n Q m T, Q times more. ``ExactFeatures`` holds the pooled kernel blocks;
+cost n Q m T, Q times more. ``ExactFeatures`` holds the pooled kernel blocks (those of the
+images that fit the memory budget; the others are evaluated again on each pass);
 ``ExplicitFeatures`` holds psi_q(x) in R^m (Nystroem, random Fourier or the patches themselves
 for the linear kernel) and is also what the primal solvers need.
 """
