@@ -75,8 +75,10 @@ def test_a_fit_that_keeps_few_blocks_matches_the_fit_that_keeps_all(patches, sol
     # blocks: 24^2 * 4^2 * 8 bytes = 72 KiB; ADMM's expansions and trace Gram (20 arrays of
     # 24 * 4 * 4 numbers, 24^2 numbers): 64.5 KiB; one row of blocks: 3 KiB
     budget = 68 * 2**10
-    with pytest.warns(UserWarning, match="blocks of 17 of 24 images are kept"):
+    with pytest.warns(UserWarning, match="blocks of 17 of 24 images are kept") as record:
         part = dccnn.fit_layer(X, y, max_memory=budget, verbose=1, **spec)
+    # the ALM's warning says what ADMM would need: 20 * 24 * 4 * 4 + 24^2 numbers, 0.06 MiB
+    assert ("whose kernel expansions need 0.1 MiB" in str(record[0].message)) == (solver == "dual")
     out = capsys.readouterr().out
     assert "blocks of 17 of 24 images kept" in out
     assert full.gap_ <= 1e-7 and part.gap_ <= 1e-7

@@ -130,10 +130,15 @@ def median_heuristic_gamma(Z, random_state=None):
     return 1.0 / med if med > 0 else 1.0
 
 
+def _admm_expansion_numbers(n, Q, T):
+    """Float64 numbers of ADMM's kernel expansions and trace Gram on the exact back-end."""
+    return KernelSpace.LIVE_ARRAYS * n * Q * T + n * n
+
+
 def _check_admm_expansions(n, Q, T, max_memory):
     """MemoryError when ADMM's kernel expansions and trace Gram (the exact back-end) would
     not fit."""
-    check_allocation((KernelSpace.LIVE_ARRAYS * n * Q * T + n * n,), np.float64,
+    check_allocation((_admm_expansion_numbers(n, Q, T),), np.float64,
                      "ADMM's kernel expansions", max_memory=max_memory,
                      advice="Use solver='dual', whose memory is the kernel blocks', or "
                             "explicit features.")
@@ -309,11 +314,15 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
                 raise ValueError(f"X:{message[len(internal):]} (in the patches of X)") from None
         raise
     if features == "exact" and feats.n_kept < n:
+        # the ALM dual makes about ten times ADMM's passes (bench/README.md)
+        alm_note = "" if solver != "dual" else (
+            "; the 'dual' solver makes many more passes than 'admm', whose kernel expansions "
+            f"need {_admm_expansion_numbers(n, pooling.n_windows, T) * 8 / 2**20:.1f} MiB")
         warnings.warn(f"fit_layer: the kernel blocks ({n * n * pooling.n_windows**2 * 8 / 2**30:.2f}"
                       f" GiB) exceed the memory budget; the blocks of {feats.n_kept} of {n} "
                       "images are kept and the others evaluated again on each pass of the "
                       "solver, which is much slower (raise max_memory, or use "
-                      "features='nystroem')", UserWarning, stacklevel=2)
+                      f"features='nystroem'){alm_note}", UserWarning, stacklevel=2)
     if verbose:
         what = f"{features} ({'Q=%d' % pooling.n_windows}" + (
             f", m={feats.m})" if features != "exact" else
