@@ -130,6 +130,12 @@ def median_heuristic_gamma(Z, random_state=None):
     return 1.0 / med if med > 0 else 1.0
 
 
+def _exact_block_bytes(n, Q):
+    """Bytes of all pooled kernel blocks (n, n, Q, Q), float64 whatever the input (see
+    fit_layer)."""
+    return n * n * Q * Q * 8
+
+
 def _admm_expansion_numbers(n, Q, T):
     """Float64 numbers of ADMM's kernel expansions and trace Gram on the exact back-end."""
     return KernelSpace.LIVE_ARRAYS * n * Q * T + n * n
@@ -145,10 +151,9 @@ def _check_admm_expansions(n, Q, T, max_memory):
 
 
 def choose_features(n, Q, max_memory):
-    """The back-end for features="auto" and the reason, for verbose output. The exact blocks
-    are float64 whatever the input (see fit_layer)."""
+    """The back-end for features="auto" and the reason, for verbose output."""
     budget = memory_budget(max_memory)
-    exact_bytes = n * n * Q * Q * 8
+    exact_bytes = _exact_block_bytes(n, Q)
     if n > EXACT_MAX_SAMPLES:
         return "nystroem", f"auto: n={n} > {EXACT_MAX_SAMPLES}"
     if budget is not None and exact_bytes > budget:
@@ -318,7 +323,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
         alm_note = "" if solver != "dual" else (
             "; the 'dual' solver makes many more passes than 'admm', whose kernel expansions "
             f"need {_admm_expansion_numbers(n, pooling.n_windows, T) * 8 / 2**20:.1f} MiB")
-        warnings.warn(f"fit_layer: the kernel blocks ({n * n * pooling.n_windows**2 * 8 / 2**30:.2f}"
+        warnings.warn(f"fit_layer: the kernel blocks ({_exact_block_bytes(n, pooling.n_windows) / 2**30:.2f}"
                       f" GiB) exceed the memory budget; the blocks of {feats.n_kept} of {n} "
                       "images are kept and the others evaluated again on each pass of the "
                       "solver, which is much slower (raise max_memory, or use "
