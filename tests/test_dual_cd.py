@@ -134,17 +134,24 @@ def test_cd_does_not_depend_on_threads_and_starts_warm(operator):
     assert converged and epochs <= 2
 
 
-@requires_core
-def test_linear_cd_agrees_with_its_numba_twin_and_rejects_bad_shapes():
+def _assert_core_and_numba_agree(name, rows, sign, lin, state_shape, loss_kind):
+    """The C++ operator ``name`` and its Numba twin, run to 1e-12 from zero, give one alpha."""
     import dccnn._numba as nb
     from dccnn import _core
-    X, sign, lin = _problem(4, N=50, D=8, K=2)
     out = []
     for mod in (_core, nb):
-        alpha, W = np.zeros((50, 2)), np.zeros((2, 8))
-        mod.dual_cd_linear(X, sign, lin, alpha, W, 0, 1.0, 1e-12, 100000, True, 1, 0)
+        alpha, state = np.zeros(lin.shape), np.zeros(state_shape)
+        getattr(mod, name)(rows, sign, lin, alpha, state, loss_kind, 1.0, 1e-12, 100000, True,
+                           1, 0)
         out.append(alpha)
     np.testing.assert_allclose(out[0], out[1], atol=1e-8)
+
+
+@requires_core
+def test_linear_cd_agrees_with_its_numba_twin_and_rejects_bad_shapes():
+    from dccnn import _core
+    X, sign, lin = _problem(4, N=50, D=8, K=2)
+    _assert_core_and_numba_agree("dual_cd_linear", X, sign, lin, (2, 8), 0)
     with pytest.raises(ValueError, match="W"):
         _core.dual_cd_linear(X, sign, lin, np.zeros((50, 2)), np.zeros((3, 8)), 0, 1.0, 1e-3,
                              10, True, 0, 0)
@@ -158,16 +165,10 @@ def test_linear_cd_agrees_with_its_numba_twin_and_rejects_bad_shapes():
 
 @requires_core
 def test_dense_cd_agrees_with_its_numba_twin_and_rejects_bad_shapes():
-    import dccnn._numba as nb
     from dccnn import _core
     X, sign, lin = _problem(6, N=50, D=8, K=2)
     gram = np.ascontiguousarray(X @ X.T)
-    out = []
-    for mod in (_core, nb):
-        alpha, G = np.zeros((50, 2)), np.zeros((2, 50))
-        mod.dual_cd_dense(gram, sign, lin, alpha, G, 1, 1.0, 1e-12, 100000, True, 1, 0)
-        out.append(alpha)
-    np.testing.assert_allclose(out[0], out[1], atol=1e-8)
+    _assert_core_and_numba_agree("dual_cd_dense", gram, sign, lin, (2, 50), 1)
     with pytest.raises(ValueError, match="G"):
         _core.dual_cd_dense(gram, sign, lin, np.zeros((50, 2)), np.zeros((2, 49)), 0, 1.0, 1e-3,
                             10, True, 0, 0)
