@@ -5,13 +5,15 @@
 
 Data: the first n scikit-learn digits (the rest are the test set), the default layer's
 architecture (3x3 patches with padding 1, 2x2 pooling: Q = 16; rbf with the median gamma;
-C = 0.3, tol 1e-3, squared hinge), ``features="exact"``, ``solver="auto"`` (ADMM). The kernel
-blocks are evaluated on the chosen device; the solver runs on the CPU either way.
+C = 0.3, tol 1e-3, squared hinge), ``features="exact"``, ``solver="auto"`` (ADMM). On the
+CPU the blocks are evaluated once and kept; on the GPU they are evaluated on every pass of the
+solver and reduced on the device (only their products with the dual weights come back); the
+rest of the solver runs on the CPU either way.
 
 ``--budget F`` sets ``max_memory`` to F times the size of the blocks (n^2 Q^2 float64): below
-1 the exact back-end keeps the blocks of fewer images and evaluates the others again on each
-pass of the solver, which is where the device's speed matters most (bench/README.md: the
-blocks run about 200x faster on an H100 than on the 2-core CPU core). ``solver="auto"`` takes
+1 the CPU's exact back-end keeps the blocks of fewer images and evaluates the others again on
+each pass of the solver (bench/README.md: the blocks run about 200x faster on an H100 than on
+the 2-core CPU core; the GPU holds no blocks in host memory at any budget). ``solver="auto"`` takes
 ADMM only where its kernel expansions (20 n Q T float64, T = 160 here) fit ``max_memory`` too,
 else the ALM dual, which makes about ten times more passes (the solver column says which ran):
 at budget 0.25 that holds from n = 1000 on. The rows of both devices come from one process on

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import dccnn
-from dccnn import _cuda_backend
+from dccnn import _cuda_backend, layer as layer_module
+from _fake_cuda import FakeCuda
 
 HAS_GPU = _cuda_backend.cuda_available()
 requires_gpu = pytest.mark.skipif(
@@ -101,6 +102,28 @@ def test_device_memory_budget_parsing(monkeypatch):
     assert _cuda_backend.resolve_device_memory(4096) == 4096
     with pytest.raises(ValueError, match="max_device_memory"):
         _cuda_backend.resolve_device_memory(-1)
+
+
+@pytest.mark.skipif(not _cuda_backend.cuda_built(), reason="needs the CUDA build (dccnn._cuda)")
+def test_device_reductions_check_their_arguments_before_the_device(rng):
+    """With or without a GPU: bad arguments are ValueErrors naming them, and a side without
+    images needs no device (empty sums are zeros)."""
+    cuda = _cuda_backend._load()
+    pooling = dccnn.make_pooling((6, 6), 2)
+    Z = make_patches(rng, 5, (6, 6), 9, np.float64, "rbf")
+    layout = (pooling.position_ptr, pooling.position_window, pooling.n_windows, 0, 1.0, 2, 1.0,
+              0.0)
+    with pytest.raises(ValueError, match="beta"):
+        cuda.pooled_kernel_cross(Z, None, *layout, np.ones((4, 2)), 0)
+    with pytest.raises(ValueError, match="beta"):
+        cuda.pooled_kernel_cross(Z, None, *layout, np.ones((5, 0)), 0)
+    with pytest.raises(ValueError, match="pooling"):
+        cuda.pooled_kernel_traces(Z, None, np.zeros(37, np.int64), np.zeros(0, np.int32), 9, 0,
+                                  1.0, 2, 1.0, 0.0, 0)
+    H, _ = cuda.pooled_kernel_cross(Z, Z[:0], *layout, np.ones((0, 2)), 0)
+    np.testing.assert_array_equal(H, np.zeros((5, 9, 18)))
+    traces, _ = cuda.pooled_kernel_traces(Z, Z[:0], *layout, 0)
+    assert traces.shape == (5, 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,6 +308,48 @@ def test_large_output_through_pinned_staging(rng):
                  np.float32)
 
 
+def _reduced_reference(Z1, Z2, pooling, beta, **kernel):
+    """H[i, q, r*K + c] = sum_j beta[j, c] K_ij[q, r] and tr K_ij from the CPU core's blocks."""
+    blocks = dccnn.pooled_kernel_blocks(Z1, Z2, pooling=pooling, **kernel).astype(np.float64)
+    H = np.einsum("ijqr,jc->iqrc", blocks, beta).reshape(blocks.shape[0], pooling.n_windows, -1)
+    return H, np.einsum("ijqq->ij", blocks)
+
+
+@pytest.mark.cuda
+@requires_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("geometry", [GEOMETRIES[0], GEOMETRIES[1], GEOMETRIES[3],
+                                      ((15, 15), 9, 13, 2)],
+                         ids=["pool2", "overlap3", "global144", "split-windows169"])
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "nonsym"])
+@pytest.mark.parametrize("K", [1, 3, 11])
+def test_blocks_reduced_on_the_device_match_the_cpu(rng, dtype, geometry, symmetric, K):
+    """The contraction with beta (K = 11: two passes of 8 outputs) and the traces, in one batch
+    and in several under a small budget (the symmetric case then has mirrored batches)."""
+    grid, d, size, stride = geometry
+    pooling = dccnn.make_pooling(grid, size, stride)
+    Q = pooling.n_windows
+    n1, n2 = (80, 50) if size == 13 else (37, 23)
+    Z1 = make_patches(rng, n1, grid, d, dtype, "rbf")
+    Z2 = None if symmetric else make_patches(rng, n2, grid, d, dtype, "rbf")
+    beta = rng.standard_normal((n1 if symmetric else n2, K))
+    kernel = dict(gamma=0.7, constant=0.1)
+    want_H, want_traces = _reduced_reference(Z1, Z2, pooling, beta, **kernel)
+    args = (Z1, Z2, pooling.position_ptr, pooling.position_window, Q, 0, 0.7, 2, 1.0, 0.1)
+    H = _cuda_backend.pooled_kernel_cross(Z1, Z2, beta, *args[2:])
+    assert_close(H, want_H, dtype)
+    traces = _cuda_backend.pooled_kernel_traces(*args)
+    assert_close(traces, want_traces, dtype)
+    cuda = _cuda_backend.get_cuda()
+    H, _ = _batched(lambda budget: cuda.pooled_kernel_cross(*args, beta, budget))
+    assert_close(H, want_H, dtype)
+    traces, _ = _batched(lambda budget: cuda.pooled_kernel_traces(*args, budget))
+    assert_close(traces, want_traces, dtype)
+    # the reductions add in a fixed order: the same bits on every run
+    np.testing.assert_array_equal(_cuda_backend.pooled_kernel_cross(Z1, Z2, beta, *args[2:]),
+                                  _cuda_backend.pooled_kernel_cross(Z1, Z2, beta, *args[2:]))
+
+
 # ---------------------------------------------------------------------------------------------
 # device= on fit_layer and the estimators
 # ---------------------------------------------------------------------------------------------
@@ -313,13 +378,65 @@ def test_fit_layer_on_cuda_without_gpu_is_a_clear_error(features):
 
 @pytest.mark.cuda
 @requires_gpu
-@pytest.mark.parametrize("features", ["exact", "nystroem"])
-def test_fit_layer_on_cuda_matches_the_cpu(features):
+@pytest.mark.parametrize("features,solver", [("exact", "admm"), ("exact", "dual"),
+                                             ("nystroem", "auto")])
+def test_fit_layer_on_cuda_matches_the_cpu(features, solver):
     X, y = _small_problem()
     common = dict(patch_size=3, pool_size=2, gamma=0.5, features=features, n_components=20,
-                  tol=1e-8, random_state=0)
+                  solver=solver, tol=1e-8, random_state=0)
     cpu = dccnn.fit_layer(X, y, **common)
     gpu = dccnn.fit_layer(X, y, device="cuda", **common)
     assert gpu.primal_objective_ == pytest.approx(cpu.primal_objective_, rel=1e-7)
     np.testing.assert_allclose(gpu.decision_function(X), cpu.decision_function(X), atol=1e-5)
     np.testing.assert_array_equal(gpu.predict(X), cpu.predict(X))
+
+
+# ---------------------------------------------------------------------------------------------
+# Everywhere: the Python side of device="cuda" on a stand-in for dccnn._cuda (tests/_fake_cuda.py)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    fake = FakeCuda()
+    monkeypatch.setattr(_cuda_backend, "_module", fake)
+    monkeypatch.setattr(_cuda_backend, "_tried", True)
+    return fake
+
+
+@pytest.mark.parametrize("solver", ["admm", "dual"])
+def test_exact_fit_on_cuda_brings_back_reductions_only(fake_cuda, solver, capsys):
+    """On the GPU the exact back-end asks the device for the blocks contracted with beta (and,
+    for ADMM, their traces), never for the blocks themselves, and fits what the CPU fits."""
+    X, _ = _small_problem()
+    # three classes (K = 3): with K = 1 a block layout mix-up (q and q' swapped) would not
+    # change the fit, as M(beta) and the scores of symmetric S are invariant to it
+    y = np.digitize(X[:, 2:4, 2:4].mean(axis=(1, 2)), [0.4, 0.6])
+    common = dict(patch_size=3, pool_size=2, gamma=0.5, features="exact", solver=solver,
+                  tol=1e-8, random_state=0)
+    cpu = dccnn.fit_layer(X, y, **common)
+    gpu = dccnn.fit_layer(X, y, device="cuda", verbose=1, **common)
+    assert "evaluated and reduced on the GPU" in capsys.readouterr().out
+    assert "pooled_kernel_blocks" not in fake_cuda.calls
+    assert "pooled_kernel_cross" in fake_cuda.calls
+    assert ("pooled_kernel_traces" in fake_cuda.calls) == (solver == "admm")
+    assert gpu.primal_objective_ == pytest.approx(cpu.primal_objective_, rel=1e-7)
+    assert gpu.n_filters_ == cpu.n_filters_
+    np.testing.assert_allclose(gpu.alpha_, cpu.alpha_, atol=1e-5 * np.abs(cpu.alpha_).max())
+    del fake_cuda.calls[:]
+    np.testing.assert_allclose(gpu.decision_function(X), cpu.decision_function(X), atol=1e-5)
+    assert fake_cuda.calls == ["pooled_kernel_cross"]
+
+
+def test_transform_on_cuda_in_batches(fake_cuda, monkeypatch):
+    """transform contracts the blocks against the support images on the device, in batches
+    of images whose products fit EXPANSION_BATCH_BYTES."""
+    X, y = _small_problem()
+    layer = dccnn.fit_layer(X, y, patch_size=3, pool_size=2, gamma=0.5, features="exact",
+                            tol=1e-8, random_state=0)
+    want = layer.transform(X)
+    Q, K = layer.pooling_.n_windows, layer.n_outputs_
+    monkeypatch.setattr(layer_module, "EXPANSION_BATCH_BYTES", 5 * Q * Q * K * 8)
+    layer.device = "cuda"
+    got = layer.transform(X)
+    assert fake_cuda.calls == ["pooled_kernel_cross"] * 5  # 24 images, 5 per batch
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

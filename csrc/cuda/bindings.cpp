@@ -5,6 +5,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <string>
 
 #include "bindings/common.hpp"
@@ -113,6 +114,61 @@ py::tuple pooled_kernel_blocks(const carray<T>& Z1, const py::object& Z2_or_none
   return py::make_tuple(result, stats_dict(st));
 }
 
+// The pooled blocks reduced on the device: contracted with beta (cross) or their traces.
+template <class T>
+py::tuple pooled_kernel_cross(const carray<T>& Z1, const py::object& Z2_or_none,
+                              const carray<index_t>& position_ptr,
+                              const carray<std::int32_t>& position_window, index_t n_windows,
+                              int kind, double gamma, int degree, double coef0, double constant,
+                              const carray<double>& beta, std::int64_t max_device_memory) {
+  const auto args = dccnn_bindings::check_pooled_args(Z1, Z2_or_none, position_ptr,
+                                                      position_window);
+  const index_t n1 = args.n1, n2 = args.n2, P = args.P, d = args.d;
+  require(n_windows >= 1, "pooling: n_windows must be >= 1");
+  require(beta.ndim() == 2 && beta.shape(0) == n2 && beta.shape(1) >= 1,
+          "beta: expected a 2-d array (n2, K) with a row per image of Z2 (Z1 when Z2 is None)");
+  const index_t K = beta.shape(1);
+  const auto spec = kernel_spec(kind, gamma, degree, coef0, constant);
+  carray<double> H({n1, n_windows, n_windows * K});
+  if (n2 == 0) {  // no column image: every sum is empty
+    std::fill(H.mutable_data(), H.mutable_data() + H.size(), 0.0);
+    return py::make_tuple(H, stats_dict(dc::RunStats{}));
+  }
+  const T* a = Z1.data();
+  const T* b = args.b;
+  const index_t* pp = position_ptr.data();
+  const std::int32_t* pw = position_window.data();
+  const double* w = beta.data();
+  double* h = H.mutable_data();
+  const auto st = run_without_gil(max_device_memory, false, [&](const dc::Options& opt) {
+    return dc::pooled_kernel_cross<T>(a, n1, b, n2, P, d, pp, pw, n_windows, spec, w, K, h, opt);
+  });
+  return py::make_tuple(H, stats_dict(st));
+}
+
+template <class T>
+py::tuple pooled_kernel_traces(const carray<T>& Z1, const py::object& Z2_or_none,
+                               const carray<index_t>& position_ptr,
+                               const carray<std::int32_t>& position_window, index_t n_windows,
+                               int kind, double gamma, int degree, double coef0, double constant,
+                               std::int64_t max_device_memory) {
+  const auto args = dccnn_bindings::check_pooled_args(Z1, Z2_or_none, position_ptr,
+                                                      position_window);
+  const index_t n1 = args.n1, n2 = args.n2, P = args.P, d = args.d;
+  require(n_windows >= 1, "pooling: n_windows must be >= 1");
+  const auto spec = kernel_spec(kind, gamma, degree, coef0, constant);
+  carray<double> out({n1, n2});
+  const T* a = Z1.data();
+  const T* b = args.b;
+  const index_t* pp = position_ptr.data();
+  const std::int32_t* pw = position_window.data();
+  double* o = out.mutable_data();
+  const auto st = run_without_gil(max_device_memory, false, [&](const dc::Options& opt) {
+    return dc::pooled_kernel_traces<T>(a, n1, b, n2, P, d, pp, pw, n_windows, spec, o, opt);
+  });
+  return py::make_tuple(out, stats_dict(st));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
@@ -153,4 +209,20 @@ PYBIND11_MODULE(_cuda, m) {
         py::arg("n_windows"), py::arg("kind"), py::arg("gamma"), py::arg("degree"),
         py::arg("coef0"), py::arg("constant"), py::arg("max_device_memory") = 0,
         py::arg("discard_output") = false);
+  m.def("pooled_kernel_cross", &pooled_kernel_cross<float>, py::arg("Z1").noconvert(),
+        py::arg("Z2"), py::arg("position_ptr"), py::arg("position_window"),
+        py::arg("n_windows"), py::arg("kind"), py::arg("gamma"), py::arg("degree"),
+        py::arg("coef0"), py::arg("constant"), py::arg("beta"), py::arg("max_device_memory") = 0);
+  m.def("pooled_kernel_cross", &pooled_kernel_cross<double>, py::arg("Z1").noconvert(),
+        py::arg("Z2"), py::arg("position_ptr"), py::arg("position_window"),
+        py::arg("n_windows"), py::arg("kind"), py::arg("gamma"), py::arg("degree"),
+        py::arg("coef0"), py::arg("constant"), py::arg("beta"), py::arg("max_device_memory") = 0);
+  m.def("pooled_kernel_traces", &pooled_kernel_traces<float>, py::arg("Z1").noconvert(),
+        py::arg("Z2"), py::arg("position_ptr"), py::arg("position_window"),
+        py::arg("n_windows"), py::arg("kind"), py::arg("gamma"), py::arg("degree"),
+        py::arg("coef0"), py::arg("constant"), py::arg("max_device_memory") = 0);
+  m.def("pooled_kernel_traces", &pooled_kernel_traces<double>, py::arg("Z1").noconvert(),
+        py::arg("Z2"), py::arg("position_ptr"), py::arg("position_window"),
+        py::arg("n_windows"), py::arg("kind"), py::arg("gamma"), py::arg("degree"),
+        py::arg("coef0"), py::arg("constant"), py::arg("max_device_memory") = 0);
 }

@@ -78,5 +78,26 @@ RunStats pooled_kernel_blocks(const T* Z1, index_t n1, const T* Z2, index_t n2, 
                               const std::int32_t* position_window, index_t n_windows,
                               const KernelSpec& spec, T* out, const Options& opt);
 
+// The pooled blocks reduced on the device, batch by batch, so that only the results come back
+// (same arguments as pooled_kernel_blocks; Z2 == nullptr again means Z2 = Z1, half the pairs):
+//
+// H (n1, Q, Q * K) float64: H[i, q, r*K + c] = sum_j beta[j, c] K_ij[q, r], beta (n2, K)
+// float64. The products of the dual solvers (M(alpha) and the scores, SPEC §3) and the outputs
+// of the recovered filters (SPEC §4) need only these.
+template <class T>
+RunStats pooled_kernel_cross(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P,
+                             index_t d, const index_t* position_ptr,
+                             const std::int32_t* position_window, index_t n_windows,
+                             const KernelSpec& spec, const double* beta, index_t K, double* H,
+                             const Options& opt);
+
+// traces (n1, n2) float64: traces[i, j] = tr K_ij, the Gram of the concatenated pooled
+// features.
+template <class T>
+RunStats pooled_kernel_traces(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P,
+                              index_t d, const index_t* position_ptr,
+                              const std::int32_t* position_window, index_t n_windows,
+                              const KernelSpec& spec, double* traces, const Options& opt);
+
 }  // namespace cuda
 }  // namespace dccnn

@@ -40,6 +40,7 @@
 #include <thread>
 #include <vector>
 
+#include "block_reductions.cuh"
 #include "cuda_kernels.hpp"
 
 namespace dccnn {
@@ -966,11 +967,24 @@ std::int64_t isqrt(std::int64_t v) {
   return r;
 }
 
-// The whole computation for both entry points. Plain kernel matrix: P = 1, trivial layout,
-// POOLED = false, never symmetric.
+// What run() makes of each batch of blocks: copies it to the host (kBlocks), contracts it with
+// beta into H on the device (kCross, H copied out at the end) or copies its traces (kTraces).
+enum OutputKind : int { kBlocks = 0, kCross = 1, kTraces = 2 };
+
+template <class T>
+struct Output {
+  OutputKind kind = kBlocks;
+  T* blocks = nullptr;           // kBlocks: (n1, n2, Q, Q), or the plain (n1, n2) matrix
+  const double* beta = nullptr;  // kCross: (n2, K)
+  index_t K = 0;
+  double* values = nullptr;      // kCross: H (n1, Q, Q, K); kTraces: (n1, n2)
+};
+
+// The whole computation for every entry point. Plain kernel matrix: P = 1, trivial layout,
+// pooled = false, never symmetric, output kBlocks.
 template <class T>
 RunStats run(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P, index_t d,
-             const WindowLayout& L, bool pooled, const KernelSpec& spec, T* out,
+             const WindowLayout& L, bool pooled, const KernelSpec& spec, const Output<T>& res,
              const Options& opt) {
   using Cf = Cfg<T>;
   constexpr int BM = Cf::BM;
@@ -983,9 +997,13 @@ RunStats run(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P, index_
   if (d < 1) throw std::invalid_argument("Z1: patches must have at least one dimension");
   if (d > (1 << 24) || P > (1 << 30)) throw std::invalid_argument("Z1: dimensions too large");
   require_device();
-  if (!opt.discard_output && !out) throw std::invalid_argument("out: missing output buffer");
+  const bool cross = res.kind == kCross, traces = res.kind == kTraces;
+  if (!opt.discard_output && !(res.kind == kBlocks ? static_cast<void*>(res.blocks) : res.values))
+    throw std::invalid_argument("out: missing output buffer");
+  if (cross && (!res.beta || res.K < 1 || res.K > (1 << 24)))
+    throw std::invalid_argument("beta: expected between 1 and 2^24 columns");
 
-  const std::int64_t Q = L.Q, M = L.M, Q2 = Q * Q;
+  const std::int64_t Q = L.Q, M = L.M, Q2 = Q * Q, K = cross ? res.K : 0;
   const bool split = pooled && L.max_window > BM;
   st.split_windows = split;
 
@@ -1006,7 +1024,8 @@ RunStats run(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P, index_
   const std::int64_t small_bytes =
       (M + 2 * Q) * 8 +
       (pooled ? 2 * PlanCache::bytes_bound(std::max(n1, n2), L, BM) * 2 : 0) + (1 << 16);
-  const std::int64_t fixed = in_bytes + small_bytes;
+  const std::int64_t cross_bytes = (n1 * Q2 * K + n2 * K) * 8;  // H and beta
+  const std::int64_t fixed = in_bytes + small_bytes + cross_bytes;
   auto fail_budget = [&](std::int64_t need) {
     throw DeviceMemoryError(
         std::string(pooled ? "pooled_kernel_blocks" : "kernel_matrix") +
@@ -1015,9 +1034,10 @@ RunStats run(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P, index_
         mib(double(budget)) + "; raise the device memory budget or pass fewer images");
   };
   if (fixed + stage_bytes > budget) fail_budget(fixed + stage_bytes + 2 * Q2 * s);
-  // Images (rows) per batch: two output slots of bi x bj blocks.
+  // Images (rows) per batch: two output slots of bi x bj blocks (and of their traces).
   auto per_pair = [&](bool with_mirror) {
-    return Q2 * (s * (with_mirror ? 2 : 1) + (split ? 8 : 0));
+    return Q2 * (s * (with_mirror ? 2 : 1) + (split ? 8 : 0)) +
+           (traces ? 8 * (with_mirror ? 2 : 1) : 0);
   };
   const std::int64_t grid_cap = pooled ? std::max<std::int64_t>(1, (65535ll * BM) / (2 * M) - 1)
                                        : 65535ll * BM;
@@ -1049,11 +1069,15 @@ RunStats run(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P, index_
   DevBuf<double> inv_d;
   DevBuf<T> outp[2], outm[2];
   DevBuf<double> accb[2];
+  DevBuf<double> H_d, beta_d, trp[2], trm[2];
   Stream compute, copy;
   Event start(true), stop(true), computed[2], copied[2];
+  // Bytes per image pair that go to the host (kCross: none until the end).
+  const std::int64_t pair_bytes = traces ? 8 : Q2 * s;
   // Pinned staging for outputs of 64 MiB and more, where it beats the cost of pinning
   // (declared before the guard: the guard waits for the copies before the staging is freed).
-  StagedCopier copier(!opt.discard_output && n1 * n2 * Q2 * s >= (std::int64_t(64) << 20));
+  StagedCopier copier(!opt.discard_output && !cross &&
+                      n1 * n2 * pair_bytes >= (std::int64_t(64) << 20));
   SyncOnExit guard{compute.s, copy.s};
   PlanCache plans_a, plans_b;
   plans_a.L = plans_b.L = &L;
@@ -1097,6 +1121,15 @@ RunStats run(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P, index_
     outp[k].reset(static_cast<std::size_t>(bi * bj * Q2), &tracker);
     if (multi) outm[k].reset(static_cast<std::size_t>(bi * bj * Q2), &tracker);
     if (split) accb[k].reset(static_cast<std::size_t>(bi * bj * Q2), &tracker);
+    if (traces) trp[k].reset(static_cast<std::size_t>(bi * bj), &tracker);
+    if (traces && multi) trm[k].reset(static_cast<std::size_t>(bi * bj), &tracker);
+  }
+  if (cross) {
+    H_d.reset(static_cast<std::size_t>(n1 * Q2 * K), &tracker);
+    DCCNN_CUDA(cudaMemsetAsync(H_d.get(), 0, static_cast<std::size_t>(n1 * Q2 * K * 8), compute.s));
+    beta_d.reset(static_cast<std::size_t>(n2 * K), &tracker);
+    DCCNN_CUDA(cudaMemcpyAsync(beta_d.get(), res.beta, static_cast<std::size_t>(n2 * K * 8),
+                               cudaMemcpyHostToDevice, compute.s));
   }
 
   TileArgs<T> base{};
@@ -1129,17 +1162,19 @@ RunStats run(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P, index_
     Pending& pd = pending[slot];
     if (!pd.active) return;
     DCCNN_CUDA(cudaStreamWaitEvent(copy.s, computed[slot].e, 0));
-    if (!opt.discard_output) {
-      char* host = reinterpret_cast<char*>(out);
-      const std::size_t pitch = static_cast<std::size_t>(n2 * Q2 * s);
-      copier.copy(host + (pd.i0 * n2 + pd.j0) * Q2 * s, pitch,
-                  reinterpret_cast<const char*>(outp[slot].get()),
-                  static_cast<std::size_t>(pd.nj * Q2 * s), static_cast<std::size_t>(pd.ni),
+    if (!opt.discard_output && !cross) {
+      char* host = traces ? reinterpret_cast<char*>(res.values) : reinterpret_cast<char*>(res.blocks);
+      const char* dp = traces ? reinterpret_cast<const char*>(trp[slot].get())
+                              : reinterpret_cast<const char*>(outp[slot].get());
+      const char* dm = traces ? reinterpret_cast<const char*>(trm[slot].get())
+                              : reinterpret_cast<const char*>(outm[slot].get());
+      const std::size_t pitch = static_cast<std::size_t>(n2 * pair_bytes);
+      copier.copy(host + (pd.i0 * n2 + pd.j0) * pair_bytes, pitch, dp,
+                  static_cast<std::size_t>(pd.nj * pair_bytes), static_cast<std::size_t>(pd.ni),
                   copy.s);
       if (pd.mirror)
-        copier.copy(host + (pd.j0 * n2 + pd.i0) * Q2 * s, pitch,
-                    reinterpret_cast<const char*>(outm[slot].get()),
-                    static_cast<std::size_t>(pd.ni * Q2 * s), static_cast<std::size_t>(pd.nj),
+        copier.copy(host + (pd.j0 * n2 + pd.i0) * pair_bytes, pitch, dm,
+                    static_cast<std::size_t>(pd.ni * pair_bytes), static_cast<std::size_t>(pd.nj),
                     copy.s);
     }
     DCCNN_CUDA(cudaEventRecord(copied[slot].e, copy.s));
@@ -1214,6 +1249,22 @@ RunStats run(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P, index_
                                                            static_cast<int>(Q), nullptr);
         DCCNN_CUDA_LAUNCHED("transpose_blocks");
       }
+      if (cross) {
+        // rows i0.. against columns j0.., and (mirror) rows j0.. against columns i0..
+        launch_contract_blocks<T>(outp[slot].get(), ni, nj, static_cast<int>(Q2),
+                                  beta_d.get() + j0 * K, static_cast<int>(K),
+                                  H_d.get() + i0 * Q2 * K, compute.s);
+        if (mirror)
+          launch_contract_blocks<T>(outm[slot].get(), nj, ni, static_cast<int>(Q2),
+                                    beta_d.get() + i0 * K, static_cast<int>(K),
+                                    H_d.get() + j0 * Q2 * K, compute.s);
+      } else if (traces) {
+        launch_block_traces<T>(outp[slot].get(), ni * nj, static_cast<int>(Q), trp[slot].get(),
+                               compute.s);
+        if (mirror)
+          launch_block_traces<T>(outm[slot].get(), nj * ni, static_cast<int>(Q),
+                                 trm[slot].get(), compute.s);
+      }
       DCCNN_CUDA(cudaEventRecord(computed[slot].e, compute.s));
       pending[slot] = Pending{true, i0, ni, j0, nj, mirror};
       ++counter;
@@ -1225,6 +1276,9 @@ RunStats run(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P, index_
   flush(1);
   DCCNN_CUDA(cudaStreamWaitEvent(compute.s, copied[0].e, 0));
   DCCNN_CUDA(cudaStreamWaitEvent(compute.s, copied[1].e, 0));
+  if (cross && !opt.discard_output)
+    DCCNN_CUDA(cudaMemcpyAsync(res.values, H_d.get(), static_cast<std::size_t>(n1 * Q2 * K * 8),
+                               cudaMemcpyDeviceToHost, compute.s));
   DCCNN_CUDA(cudaEventRecord(stop.e, compute.s));
   DCCNN_CUDA(cudaStreamSynchronize(copy.s));
   DCCNN_CUDA(cudaStreamSynchronize(compute.s));
@@ -1290,21 +1344,65 @@ RunStats kernel_matrix(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t
     if (Z2 && Z2 != Z1) check_unit_ball(Z2, n2, d, "Z2");
   }
   const WindowLayout L;  // one position, one window
-  return run<T>(Z1, n1, Z2 ? Z2 : Z1, Z2 ? n2 : n1, 1, d, L, false, spec, out, opt);
+  Output<T> res;
+  res.blocks = out;
+  return run<T>(Z1, n1, Z2 ? Z2 : Z1, Z2 ? n2 : n1, 1, d, L, false, spec, res, opt);
 }
 
+namespace {
+
 template <class T>
-RunStats pooled_kernel_blocks(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P,
-                              index_t d, const index_t* position_ptr,
-                              const std::int32_t* position_window, index_t n_windows,
-                              const KernelSpec& spec, T* out, const Options& opt) {
+RunStats run_pooled(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P, index_t d,
+                    const index_t* position_ptr, const std::int32_t* position_window,
+                    index_t n_windows, const KernelSpec& spec, const Output<T>& res,
+                    const Options& opt) {
   dccnn::validate(spec);
   const WindowLayout L = make_layout(P, position_ptr, position_window, n_windows);
   if (spec.kind == KernelKind::inverse_polynomial) {
     check_unit_ball(Z1, n1 * P, d, "Z1");
     if (Z2) check_unit_ball(Z2, n2 * P, d, "Z2");
   }
-  return run<T>(Z1, n1, Z2, n2, P, d, L, true, spec, out, opt);
+  return run<T>(Z1, n1, Z2, n2, P, d, L, true, spec, res, opt);
+}
+
+}  // namespace
+
+template <class T>
+RunStats pooled_kernel_blocks(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P,
+                              index_t d, const index_t* position_ptr,
+                              const std::int32_t* position_window, index_t n_windows,
+                              const KernelSpec& spec, T* out, const Options& opt) {
+  Output<T> res;
+  res.blocks = out;
+  return run_pooled<T>(Z1, n1, Z2, n2, P, d, position_ptr, position_window, n_windows, spec,
+                       res, opt);
+}
+
+template <class T>
+RunStats pooled_kernel_cross(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P,
+                             index_t d, const index_t* position_ptr,
+                             const std::int32_t* position_window, index_t n_windows,
+                             const KernelSpec& spec, const double* beta, index_t K, double* H,
+                             const Options& opt) {
+  Output<T> res;
+  res.kind = kCross;
+  res.beta = beta;
+  res.K = K;
+  res.values = H;
+  return run_pooled<T>(Z1, n1, Z2, n2, P, d, position_ptr, position_window, n_windows, spec,
+                       res, opt);
+}
+
+template <class T>
+RunStats pooled_kernel_traces(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P,
+                              index_t d, const index_t* position_ptr,
+                              const std::int32_t* position_window, index_t n_windows,
+                              const KernelSpec& spec, double* traces, const Options& opt) {
+  Output<T> res;
+  res.kind = kTraces;
+  res.values = traces;
+  return run_pooled<T>(Z1, n1, Z2, n2, P, d, position_ptr, position_window, n_windows, spec,
+                       res, opt);
 }
 
 #define DCCNN_CUDA_INSTANTIATE(T)                                                              \
@@ -1312,7 +1410,15 @@ RunStats pooled_kernel_blocks(const T* Z1, index_t n1, const T* Z2, index_t n2, 
                                      const KernelSpec&, T*, const Options&);                  \
   template RunStats pooled_kernel_blocks<T>(const T*, index_t, const T*, index_t, index_t,    \
                                             index_t, const index_t*, const std::int32_t*,     \
-                                            index_t, const KernelSpec&, T*, const Options&);
+                                            index_t, const KernelSpec&, T*, const Options&);  \
+  template RunStats pooled_kernel_cross<T>(const T*, index_t, const T*, index_t, index_t,     \
+                                           index_t, const index_t*, const std::int32_t*,      \
+                                           index_t, const KernelSpec&, const double*,         \
+                                           index_t, double*, const Options&);                 \
+  template RunStats pooled_kernel_traces<T>(const T*, index_t, const T*, index_t, index_t,    \
+                                            index_t, const index_t*, const std::int32_t*,     \
+                                            index_t, const KernelSpec&, double*,              \
+                                            const Options&);
 DCCNN_CUDA_INSTANTIATE(float)
 DCCNN_CUDA_INSTANTIATE(double)
 #undef DCCNN_CUDA_INSTANTIATE

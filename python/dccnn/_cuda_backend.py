@@ -14,6 +14,8 @@ The pooled blocks of all pairs are computed in batches of image pairs that fit t
 
 import os
 
+import numpy as np
+
 from ._validation import check_choice
 
 DEVICES = ("cpu", "cuda")
@@ -129,3 +131,24 @@ def pooled_kernel_blocks(Z1, Z2, position_ptr, position_window, n_windows, kind,
         Z1, Z2, position_ptr, position_window, n_windows, kind, gamma, degree, coef0, constant,
         budget, bool(discard_output))
     return (out, stats) if return_stats else out
+
+
+def pooled_kernel_cross(Z1, Z2, beta, position_ptr, position_window, n_windows, kind, gamma,
+                        degree, coef0, constant, *, max_device_memory=None):
+    """H (n1, Q, Q*K) float64, ``H[i, q, r*K + c] = sum_j beta[j, c] K_ij[q, r]``: the pooled
+    blocks contracted with ``beta`` (n2, K) on the device, batch by batch, so that only H comes
+    back (``features.cross_from_blocks`` of the blocks, without them)."""
+    budget = resolve_device_memory(max_device_memory)
+    beta = np.ascontiguousarray(beta, dtype=np.float64)
+    H, _ = get_cuda().pooled_kernel_cross(Z1, Z2, position_ptr, position_window, n_windows, kind,
+                                          gamma, degree, coef0, constant, beta, budget)
+    return H
+
+
+def pooled_kernel_traces(Z1, Z2, position_ptr, position_window, n_windows, kind, gamma, degree,
+                         coef0, constant, *, max_device_memory=None):
+    """(n1, n2) float64 ``tr K_ij``, the traces taken on the device batch by batch."""
+    budget = resolve_device_memory(max_device_memory)
+    out, _ = get_cuda().pooled_kernel_traces(Z1, Z2, position_ptr, position_window, n_windows,
+                                             kind, gamma, degree, coef0, constant, budget)
+    return out

@@ -9,18 +9,38 @@ products of the columns of G(beta) with every pooled feature of every training i
 two passes over psi at n Q m K each, the cost of one FISTA iteration, where ``cross`` would
 cost n Q m T, Q times more. ``ExactFeatures`` holds the pooled kernel blocks (those of the
 images that fit the memory budget; the others are evaluated again on each pass);
-``ExplicitFeatures`` holds psi_q(x) in R^m (Nystroem, random Fourier or the patches themselves
-for the linear kernel) and is also what the primal solvers need.
+``DeviceExactFeatures`` (device="cuda") evaluates them on the GPU on each pass and reduces
+them there; ``ExplicitFeatures`` holds psi_q(x) in R^m (Nystroem, random Fourier or the
+patches themselves for the linear kernel) and is also what the primal solvers need.
 """
 
 import numpy as np
 import scipy.linalg
 
+from . import _cuda_backend
 from ._memory import check_allocation, memory_budget
-from .kernels import kernel_matrix, pooled_kernel_blocks
+from .kernels import check_kernel_values, kernel_matrix, pooled_kernel_blocks
 
 
-class ExactFeatures:
+class ExactBackend:
+    """What the solvers use of the exact back-end, given ``cross(beta)`` and ``trace_gram()``
+    (and ``n``, ``Q``) from a subclass."""
+
+    kind = "exact"
+
+    def dual_operator(self, beta):
+        return CrossOperator(self.cross(beta), beta)
+
+    def dual_operator_flops(self, K):
+        """Flops of one ``dual_operator``: the cross product over all blocks."""
+        return 2.0 * self.n * self.n * self.Q * self.Q * K
+
+    def admm_space(self, sign, K):
+        from .solvers.admm_spaces import KernelSpace  # the spaces build on this module
+        return KernelSpace(self, sign, K)
+
+
+class ExactFeatures(ExactBackend):
     """Pooled kernel blocks of all training pairs, ``K_ij`` (Q x Q), held by rows of images.
 
     ``kept`` (n_kept, n, Q, Q) are the rows of images 0..n_kept-1: all of them when the whole
@@ -31,8 +51,6 @@ class ExactFeatures:
     pairs among the others one half gives the other. Every pass visits the same pairs in the
     same order, so a fixed kept prefix is the best a cache can do here: an LRU cache would
     evict each batch just before its next use."""
-
-    kind = "exact"
 
     def __init__(self, kept, evaluate_rows=None, batch_rows=None):
         self.kept = kept
@@ -86,16 +104,34 @@ class ExactFeatures:
             G[I.start:I.stop, J.start:J.stop] = t.T if transposed else t
         return G
 
-    def dual_operator(self, beta):
-        return CrossOperator(self.cross(beta), beta)
 
-    def dual_operator_flops(self, K):
-        """Flops of one ``dual_operator``: the cross product over all blocks."""
-        return 2.0 * self.n * self.n * self.Q * self.Q * K
+class DeviceExactFeatures(ExactBackend):
+    """The exact back-end on the GPU (device="cuda"): every pass evaluates the pooled blocks of
+    all pairs on the device, in batches under the device memory budget, and reduces each
+    batch there (``cross``: contracted with beta; ``trace_gram``: its traces). Only n Q T
+    (or n^2) numbers come back, so no block is held in host memory, and the pass costs
+    the GPU's kernel evaluations (SPEC §5: "evaluated blockwise on the fly")."""
 
-    def admm_space(self, sign, K):
-        from .solvers.admm_spaces import KernelSpace  # the spaces build on this module
-        return KernelSpace(self, sign, K)
+    def __init__(self, Z, pooling, kernel_params, max_device_memory=None):
+        self.Z = Z
+        self.pooling = pooling
+        self.kernel_params = kernel_params
+        self.max_device_memory = max_device_memory
+        self.n, self.Q = Z.shape[0], pooling.n_windows
+
+    def _layout(self):
+        p = self.pooling
+        return (p.position_ptr, p.position_window, p.n_windows, *self.kernel_params.core_args())
+
+    def cross(self, beta):
+        H = _cuda_backend.pooled_kernel_cross(self.Z, None, beta, *self._layout(),
+                                              max_device_memory=self.max_device_memory)
+        return check_kernel_values(H, self.kernel_params)
+
+    def trace_gram(self):
+        G = _cuda_backend.pooled_kernel_traces(self.Z, None, *self._layout(),
+                                               max_device_memory=self.max_device_memory)
+        return check_kernel_values(G, self.kernel_params)
 
 
 class ExplicitFeatures:
@@ -324,8 +360,12 @@ def exact_features(Z, pooling, kernel_params, *, n_jobs=None, backend="auto", ma
     """The exact back-end on patches Z (n, P, d): all blocks when they fit the memory budget
     (``max_memory``, else half the available memory), else as many rows as fit beside one
     batch of rows (STREAM_BATCH_BYTES, at most a quarter of the budget, at least one row)
-    evaluated again on each pass. MemoryError when not even one row fits."""
+    evaluated again on each pass. MemoryError when not even one row fits. ``device="cuda"``:
+    the blocks are evaluated and reduced on the GPU on each pass (``DeviceExactFeatures``)."""
     p = kernel_params
+    if device == "cuda":
+        _cuda_backend.get_cuda()  # a clear error now when there is no GPU, not at the first pass
+        return DeviceExactFeatures(Z, pooling, kernel_params)
 
     def blocks(Z1, Z2=None, budget=None):
         return pooled_kernel_blocks(Z1, Z2, pooling=pooling, kernel=p.kernel, gamma=p.gamma,

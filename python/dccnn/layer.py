@@ -7,15 +7,16 @@ import numpy as np
 import scipy.linalg
 from sklearn.exceptions import ConvergenceWarning
 
+from . import _cuda_backend
 from ._progress import FitProgress
 from ._memory import check_allocation, memory_budget
 from ._targets import encode_targets
 from ._threads import scipy_blas_single_thread
 from ._validation import check_choice, check_float, check_int
 from .certificate import Certificate, primal_objective
-from .features import (ExplicitFeatures, LinearMap, NystroemMap, RandomFourierMap,
+from .features import (ExactFeatures, ExplicitFeatures, LinearMap, NystroemMap, RandomFourierMap,
                        cross_from_blocks, exact_features)
-from .kernels import pooled_kernel_blocks, resolve_kernel
+from .kernels import check_kernel_values, pooled_kernel_blocks, resolve_kernel
 from .losses import LOSSES, get_loss
 from .patches import as_images, extract_patches, patch_grid_shape
 from .persistence import save
@@ -80,17 +81,26 @@ class ConvexLayer:
         if self.feature_map_ is not None:
             return self.feature_map_.transform(Z).astype(np.float64) @ self.filters_
         p = self.kernel_params_
-        ns, Q = self.support_patches_.shape[0], self.pooling_.n_windows
-        batch = max(1, EXPANSION_BATCH_BYTES // max(1, ns * Q * Q * Z.itemsize))
+        pooling, beta = self.pooling_, self.support_beta_
+        ns, Q, K = self.support_patches_.shape[0], pooling.n_windows, beta.shape[1]
+        # a batch of images holds its blocks against the support images (on the GPU: only
+        # their contraction with beta, the blocks stay on the device)
+        per_image = Q * Q * K * 8 if self.device == "cuda" else ns * Q * Q * Z.itemsize
+        batch = max(1, EXPANSION_BATCH_BYTES // max(1, per_image))
         out = np.empty((Z.shape[0], Q, self.n_filters_))
         for s in range(0, Z.shape[0], batch):
-            blocks = pooled_kernel_blocks(Z[s:s + batch], self.support_patches_,
-                                          pooling=self.pooling_, kernel=p.kernel, gamma=p.gamma,
-                                          degree=p.degree, coef0=p.coef0, constant=p.constant,
-                                          backend=self.backend, n_jobs=self.n_jobs,
-                                          device=self.device)
-            out[s:s + batch] = conv_outputs(cross_from_blocks(blocks, self.support_beta_),
-                                            self.filter_coef_)
+            if self.device == "cuda":
+                H = check_kernel_values(_cuda_backend.pooled_kernel_cross(
+                    Z[s:s + batch], self.support_patches_, beta, pooling.position_ptr,
+                    pooling.position_window, Q, *p.core_args()), p)
+            else:
+                blocks = pooled_kernel_blocks(Z[s:s + batch], self.support_patches_,
+                                              pooling=pooling, kernel=p.kernel, gamma=p.gamma,
+                                              degree=p.degree, coef0=p.coef0,
+                                              constant=p.constant, backend=self.backend,
+                                              n_jobs=self.n_jobs)
+                H = cross_from_blocks(blocks, beta)
+            out[s:s + batch] = conv_outputs(H, self.filter_coef_)
         return out
 
     def transform(self, X):
@@ -214,7 +224,9 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     for the other smooth losses). ``gamma="median"``: 1 / the median squared distance between training
     patches. ``device="cuda"`` evaluates the kernel blocks (exact) or the Nystroem kernel
     columns on the GPU, for the fit and for ``transform``/``decision_function`` (needs the
-    CUDA build, ``dccnn._cuda``). ``max_memory`` (bytes, default half the available memory)
+    CUDA build, ``dccnn._cuda``); the exact blocks are evaluated on each pass and reduced on
+    the device (only their products with the dual weights come back, no host memory for
+    blocks). ``max_memory`` (bytes, default half the available memory)
     bounds each large allocation; the exact back-end then keeps the kernel blocks of as many
     images as fit and evaluates the others again on each pass of the solver (slower, same
     result). The network is recovered from the solution (SPEC §4). The
@@ -318,7 +330,8 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
             if message.startswith(internal):
                 raise ValueError(f"X:{message[len(internal):]} (in the patches of X)") from None
         raise
-    if features == "exact" and feats.n_kept < n:
+    streamed = isinstance(feats, ExactFeatures) and feats.n_kept < n
+    if streamed:
         # the ALM dual makes about ten times ADMM's passes (bench/README.md)
         alm_note = "" if solver != "dual" else (
             "; the 'dual' solver makes many more passes than 'admm', whose kernel expansions "
@@ -331,7 +344,8 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     if verbose:
         what = f"{features} ({'Q=%d' % pooling.n_windows}" + (
             f", m={feats.m})" if features != "exact" else
-            ")" if feats.n_kept == n else
+            ", blocks evaluated and reduced on the GPU on each pass)" if device == "cuda" else
+            ")" if not streamed else
             f", blocks of {feats.n_kept} of {n} images kept, the rest evaluated on each pass)")
         print(f"[dccnn] layer: n={n}, K={K}, T={T}, features {what}{' ' + auto_note if auto_note else ''}, solver {solver}, "
               f"loss {loss}, C={C:g}, mu={mu:g} ({time.perf_counter() - t_start:.2f}s to set up)")
