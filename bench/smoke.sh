@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Smoke runs of the end-to-end benchmarks (issue 6): tiny sizes, so that bench/compare.py and
-# bench/scaling.py, bench/solver_scaling.py, bench/exact_vs_factorise.py and bench/cuda_fit.py
-# cannot rot. Called from .ci/run; fails on any error. Results and the figure go to a
-# temporary directory, never over the committed ones in bench/results, bench/figures.
+# Smoke runs of the end-to-end benchmarks (issue 6): tiny sizes, so that bench/compare.py,
+# bench/scaling.py, bench/solver_scaling.py, bench/exact_vs_factorise.py,
+# bench/nystroem_landmarks.py and bench/cuda_fit.py cannot rot. Called from .ci/run; fails on
+# any error. Results and the figure go to a temporary directory, never over the committed ones
+# in bench/results, bench/figures.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -18,6 +19,8 @@ table=$(run solver_scaling.py --n 100 --tol 1e-3 --max-iter 3000)
 grep -q "factored primal" <<<"$table"
 table=$(run exact_vs_factorise.py --n 20 --tol 1e-2)
 grep -q "factorise + factored primal" <<<"$table" && grep -q "exact blocks + ADMM" <<<"$table"
+table=$(run nystroem_landmarks.py --m 10 --seeds 1 --n-train 60)
+grep -q "| 10 | kmeans++ |" <<<"$table"
 table=$(run cuda_fit.py --n 60 --budget 1 --devices cpu cuda)
 grep -q "| 60 | 1 | cpu | .* | admm |" <<<"$table"
 test -s "$out/compare_small.json" && test -s "$out/scaling_small.json" && test -s "$out/scaling.png"

@@ -280,16 +280,26 @@ class LinearMap(PatchFeatureMap):
         return Zflat
 
 
+# How Nystroem landmarks are drawn from the training patches (SPEC §5).
+LANDMARKS = ("uniform", "kmeans++")
+# k-means++ seeding costs O(N m d) on N candidate patches: it draws from a uniform sample of
+# at most this many (times m / 500 for more landmarks) rather than from every patch.
+KMEANS_POOL = 20000
+
+
 class NystroemMap(PatchFeatureMap):
-    """phi(z) = K_LL^(-1/2) k_L(z) for m landmark patches (uniform sample of training
-    patches, or all of them when m >= their number); eigenvalues of K_LL below
-    ``floor * largest`` are dropped."""
+    """phi(z) = K_LL^(-1/2) k_L(z) for m landmark patches (a uniform sample of the training
+    patches, or k-means++ seeds among them with ``landmarks="kmeans++"``, or all of them when
+    m >= their number); eigenvalues of K_LL below ``floor * largest`` are dropped."""
+
+    landmarks = "uniform"  # (maps saved before the choice existed)
 
     def __init__(self, pooling, kernel_params, n_components, random_state=None, floor=1e-10,
-                 n_jobs=None, backend="auto", device="cpu"):
+                 n_jobs=None, backend="auto", device="cpu", landmarks="uniform"):
         super().__init__(pooling)
         self.kernel_params = kernel_params
         self.m = n_components
+        self.landmarks = landmarks
         self.random_state = random_state
         self.floor = floor
         self.n_jobs = n_jobs
@@ -307,6 +317,8 @@ class NystroemMap(PatchFeatureMap):
         rng = np.random.default_rng(self.random_state)
         if self.m is None or self.m >= flat.shape[0]:
             L = flat
+        elif self.landmarks == "kmeans++":
+            L = kmeans_plusplus_landmarks(flat, self.m, rng)
         else:
             L = flat[np.sort(rng.choice(flat.shape[0], self.m, replace=False))]
         KLL = self._k(L, L).astype(np.float64)
@@ -323,6 +335,21 @@ class NystroemMap(PatchFeatureMap):
 
     def nonlinear(self, Zflat):
         return self._k(Zflat, self.landmarks_)
+
+
+def kmeans_plusplus_landmarks(flat, m, rng):
+    """m of the patches ``flat`` (N, d) chosen by k-means++ seeding (scikit-learn's
+    ``kmeans_plusplus``: each next landmark drawn with probability proportional to its squared
+    distance to the nearest chosen one), so that they spread over the patches' distribution
+    instead of crowding where patches are dense; from a uniform pool of KMEANS_POOL * max(1,
+    m / 500) patches when there are more."""
+    from sklearn.cluster import kmeans_plusplus
+
+    pool_size = int(KMEANS_POOL * max(1.0, m / 500))
+    pool = flat if flat.shape[0] <= pool_size else \
+        flat[np.sort(rng.choice(flat.shape[0], pool_size, replace=False))]
+    _, index = kmeans_plusplus(pool, m, random_state=int(rng.integers(2**31 - 1)))
+    return pool[np.sort(index)]
 
 
 class RandomFourierMap(PatchFeatureMap):

@@ -14,8 +14,8 @@ from ._targets import encode_targets
 from ._threads import scipy_blas_single_thread
 from ._validation import check_choice, check_float, check_int
 from .certificate import Certificate, primal_objective
-from .features import (ExactFeatures, ExplicitFeatures, LinearMap, NystroemMap, RandomFourierMap,
-                       cross_from_blocks, exact_features)
+from .features import (LANDMARKS, ExactFeatures, ExplicitFeatures, LinearMap, NystroemMap,
+                       RandomFourierMap, cross_from_blocks, exact_features)
 from .kernels import check_kernel_values, pooled_kernel_blocks, resolve_kernel
 from .losses import LOSSES, get_loss
 from .patches import as_images, extract_patches, patch_grid_shape
@@ -172,14 +172,15 @@ def choose_features(n, Q, max_memory):
     return "exact", f"auto: {exact_bytes / 2**30:.2f} GiB fits the budget"
 
 
-def _feature_map(features, kp, pooling, Z, n_components, random_state, n_jobs, backend, device):
+def _feature_map(features, kp, pooling, Z, n_components, landmarks, random_state, n_jobs,
+                 backend, device):
     """The fitted explicit feature map of patches for ``features``."""
     if features == "nystroem" and kp.kernel == "linear" and n_components is None:
         fmap = LinearMap(pooling, kp.constant)
     elif features == "nystroem":
         m = n_components or min(500, Z.shape[0] * Z.shape[1])
         fmap = NystroemMap(pooling, kp, m, random_state=random_state, n_jobs=n_jobs,
-                           backend=backend, device=device)
+                           backend=backend, device=device, landmarks=landmarks)
     else:
         fmap = RandomFourierMap(pooling, kp.gamma, n_components or 500,
                                 random_state=random_state, constant=kp.constant)
@@ -206,15 +207,17 @@ def _network_of_explicit_A(feats, A, Y, loss, mu, max_filters, tol, max_iter, ra
 def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_stride=None,
               kernel="rbf", gamma=None, degree=2, coef0=1.0, constant=0.0,
               normalize_patches=False, C=1.0, mu=0.0, loss="squared_hinge", features="exact",
-              n_components=None, solver="dual", tol=1e-6, max_iter=None, max_filters=None,
-              random_state=None, verbose=0, warm_start=None, callback=None, backend="auto",
-              n_jobs=None, max_memory=None, device="cpu"):
+              n_components=None, landmarks="uniform", solver="dual", tol=1e-6, max_iter=None,
+              max_filters=None, random_state=None, verbose=0, warm_start=None, callback=None,
+              backend="auto", n_jobs=None, max_memory=None, device="cpu"):
     """Train one convexified layer (SPEC §1-5) and return a fitted ``ConvexLayer``.
 
     ``X``: images (n, C, H, W) or (n, H, W). ``y``: 1-d labels (one-vs-rest coding; two
     classes give K = 1) or a 2-d (n, K) float array used as is. ``features``: "exact" (pooled
     kernel blocks), "nystroem" or "random_fourier" (explicit features, ``n_components`` of
     them), or "auto" (exact while n and its memory are small enough, see ``choose_features``).
+    ``landmarks``: how the Nystroem landmarks are drawn from the training patches, "uniform"
+    or "kmeans++" (k-means++ seeding, spread over the patches' distribution).
     ``solver``: "dual" (certified dual, any back-end), "primal" (FISTA with singular value
     thresholding, the CCNN-style baseline), "factored" (Burer-Monteiro L-BFGS; both primal
     solvers need explicit features and a smooth loss), "admm" (ADMM with the core's dual
@@ -245,6 +248,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     tol = check_float(tol, "tol", minimum=0, exclusive=True)
     check_choice(loss, "loss", LOSSES)
     check_choice(features, "features", FEATURES)
+    check_choice(landmarks, "landmarks", LANDMARKS)
     check_choice(solver, "solver", SOLVERS)
     verbose = check_int(verbose, "verbose", minimum=0)
     max_iter = None if max_iter is None else check_int(max_iter, "max_iter", minimum=1)
@@ -316,8 +320,8 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
                                    n_jobs=n_jobs, backend=backend, max_memory=max_memory,
                                    device=device)
         else:
-            fmap = _feature_map(features, kp, pooling, Z, n_components, random_state, n_jobs,
-                                backend, device)
+            fmap = _feature_map(features, kp, pooling, Z, n_components, landmarks, random_state,
+                                n_jobs, backend, device)
             check_allocation((n, pooling.n_windows, fmap.n_components), np.float64,
                              "explicit features", max_memory=max_memory,
                              advice="Use a smaller n_components.")

@@ -32,6 +32,7 @@ class LayerSpec:
     loss: str = "squared_hinge"
     features: str = "exact"
     n_components: int = None
+    landmarks: str = "uniform"
     solver: str = "dual"
     tol: float = 1e-6
     max_iter: int = None
