@@ -32,7 +32,8 @@ import warnings
 import numpy as np
 from sklearn.datasets import load_digits
 
-from dccnn.features import ExplicitFeatures, NystroemMap, exact_features
+from dccnn.feature_maps import NystroemMap
+from dccnn.features import ExplicitFeatures, exact_features
 from dccnn.kernels import resolve_kernel
 from dccnn.losses import get_loss
 from dccnn.patches import extract_patches, patch_grid_shape

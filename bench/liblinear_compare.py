@@ -22,7 +22,7 @@ from sklearn.datasets import load_digits
 
 import dccnn
 from dccnn._backend import get_backend
-from dccnn.features import NystroemMap
+from dccnn.feature_maps import NystroemMap
 from dccnn.kernels import resolve_kernel
 from dccnn.layer import median_heuristic_gamma
 

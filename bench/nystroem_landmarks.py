@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 
 import dccnn
-from dccnn.features import NystroemMap
+from dccnn.feature_maps import NystroemMap
 from dccnn.kernels import resolve_kernel
 from compare import load_dataset
 from _timing import machine_summary

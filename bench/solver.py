@@ -16,7 +16,8 @@ import time
 import numpy as np
 from sklearn.datasets import load_digits
 
-from dccnn.features import ExplicitFeatures, LinearMap, NystroemMap, RandomFourierMap, exact_features
+from dccnn.feature_maps import LinearMap, NystroemMap, RandomFourierMap
+from dccnn.features import ExplicitFeatures, exact_features
 from dccnn.kernels import resolve_kernel
 from dccnn.losses import get_loss
 from dccnn.patches import extract_patches, patch_grid_shape

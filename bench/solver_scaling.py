@@ -21,7 +21,8 @@ import numpy as np
 import scipy.ndimage
 from sklearn.datasets import load_digits
 
-from dccnn.features import ExplicitFeatures, NystroemMap
+from dccnn.feature_maps import NystroemMap
+from dccnn.features import ExplicitFeatures
 from dccnn.kernels import resolve_kernel
 from dccnn.losses import get_loss
 from dccnn.patches import extract_patches, patch_grid_shape

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import dccnn
-from dccnn import features
-from dccnn.features import NystroemMap, kmeans_plusplus_landmarks
+from dccnn import feature_maps
+from dccnn.feature_maps import NystroemMap, kmeans_plusplus_landmarks
 from dccnn.kernels import resolve_kernel
 
 
@@ -39,7 +39,7 @@ def test_kmeans_plusplus_spreads_over_planted_clusters(rng):
 
 
 def test_kmeans_plusplus_draws_from_a_uniform_pool_of_large_inputs(rng, monkeypatch):
-    monkeypatch.setattr(features, "KMEANS_POOL", 300)
+    monkeypatch.setattr(feature_maps, "KMEANS_POOL", 300)
     flat, labels = _clusters(rng, k=3, size=1000)
     L = kmeans_plusplus_landmarks(flat, 3, np.random.default_rng(0))
     assert L.shape == (3, 4) and len(set(labels[_rows_of(L, flat)])) == 3

@@ -1,8 +1,6 @@
 """fit_layer against an independent conic solver (cvxpy), with the dual objective recomputed
 here from alpha_ and the patches, plus back-end / solver agreement, warm starts and errors."""
 
-import warnings
-
 import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning

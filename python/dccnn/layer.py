@@ -14,8 +14,8 @@ from ._targets import encode_targets
 from ._threads import scipy_blas_single_thread
 from ._validation import check_choice, check_float, check_int
 from .certificate import Certificate, primal_objective
-from .features import (LANDMARKS, ExactFeatures, ExplicitFeatures, LinearMap, NystroemMap,
-                       RandomFourierMap, cross_from_blocks, exact_features)
+from .feature_maps import LANDMARKS, LinearMap, NystroemMap, RandomFourierMap
+from .features import ExactFeatures, ExplicitFeatures, cross_from_blocks, exact_features
 from .kernels import check_kernel_values, pooled_kernel_blocks, resolve_kernel
 from .losses import LOSSES, get_loss
 from .patches import as_images, extract_patches, patch_grid_shape

@@ -14,7 +14,7 @@ FORMAT_VERSION = 1
 
 
 def _registry():
-    from .features import LinearMap, NystroemMap, RandomFourierMap
+    from .feature_maps import LinearMap, NystroemMap, RandomFourierMap
     from .kernels import KernelParams
     from .layer import ConvexLayer
     from .network import LayerSpec, Network
