@@ -1028,7 +1028,10 @@ RunStats run(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P, index_
   const std::int64_t fixed = in_bytes + small_bytes + cross_bytes;
   auto fail_budget = [&](std::int64_t need) {
     throw DeviceMemoryError(
-        std::string(pooled ? "pooled_kernel_blocks" : "kernel_matrix") +
+        std::string(cross    ? "pooled_kernel_cross"
+                    : traces ? "pooled_kernel_traces"
+                    : pooled ? "pooled_kernel_blocks"
+                             : "kernel_matrix") +
         " (device='cuda') needs at least " + mib(double(need)) +
         " of device memory (patches " + mib(double(in_bytes)) + " plus one output block), over the budget of " +
         mib(double(budget)) + "; raise the device memory budget or pass fewer images");
