@@ -412,3 +412,28 @@ def test_factored_certificates_match_a_fresh_certificate_of_the_returned_A(loss,
     assert n_iter > 10 and cert.gap <= 1e-6
     assert abs(cert.primal - primal) <= 1e-10 * primal
     assert abs(cert.dual - dual_value(alpha, Y, psi, loss, C, mu)) <= 1e-10 * primal
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (0, 12), (3, 0), (40, 9)])
+def test_admm_linear_combination_of_iterates(shape):
+    """ADMM's one-pass sums c1 E1 + c2 E2 + c3 E3 (BLAS axpys into one copy) against numpy's
+    expression, for explicit iterates (arrays, m = 0 included) and kernel expansions, with a
+    non-contiguous and a float32 term."""
+    from dccnn.solvers.admm_spaces import KernelExpansion, KernelSpace, linear_combination
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(shape)
+    y = np.asfortranarray(rng.standard_normal(shape))
+    z = rng.standard_normal(shape).astype(np.float32)
+    got = linear_combination((1.5, x), (-0.25, y), (2.0, z))
+    assert got.dtype == np.float64 and got.shape == shape
+    np.testing.assert_allclose(got, 1.5 * x - 0.25 * y + 2.0 * z.astype(np.float64),
+                               rtol=1e-15, atol=1e-15)
+    np.testing.assert_array_equal(linear_combination((3.0, x)), 3.0 * x)
+    E = [KernelExpansion(rng.standard_normal(shape), rng.standard_normal(shape))
+         for _ in range(3)]
+    C = KernelSpace.combine((1.0, E[0]), (0.5, E[1]), (-2.0, E[2]))
+    np.testing.assert_allclose(C.coef, E[0].coef + 0.5 * E[1].coef - 2.0 * E[2].coef,
+                               rtol=1e-15, atol=1e-15)
+    np.testing.assert_allclose(C.img, E[0].img + 0.5 * E[1].img - 2.0 * E[2].img,
+                               rtol=1e-15, atol=1e-15)

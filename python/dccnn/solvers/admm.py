@@ -98,20 +98,20 @@ def admm(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None, alpha0=Non
     start = time.perf_counter()
     it = 0
     for it in range(1, max_iter + 1):
-        Z = B - U
-        lin = np.ascontiguousarray(inner_linear_term(loss, Y, space.scores(Z)))
+        # Z = B - U is never formed: the iterates are large on the exact back-end (n Q x T, two
+        # arrays), so each line below is one pass (space.combine) over its terms
+        lin = np.ascontiguousarray(inner_linear_term(loss, Y, space.scores(B) - space.scores(U)))
         space.solve(core, lin, a, LOSS_KIND[loss.name], loss.C / rho, INNER_TOL,
                     INNER_MAX_EPOCHS, seed + it)
-        step = space.step(a)  # A - Z
-        A = Z + step
-        B_old = B
-        A_relaxed = RELAX * A + (1.0 - RELAX) * B_old
+        step = space.step(a)  # A - Z, so A = B_old - U_old + step
+        B_old, U_old = B, U
+        # X = A_relaxed + U_old, A_relaxed = RELAX A + (1 - RELAX) B_old
+        X = space.combine((1.0, B_old), (RELAX, step), (1.0 - RELAX, U_old))
         # prox of (||.||_* + mu/2 ||.||_F^2) / rho: shrink by 1 / rho, then divide by 1 + mu / rho
-        X = A_relaxed + U
         B, s = space.shrink(X, 1.0 / rho)
         if mu > 0:
             B, s = B / (1.0 + mu / rho), s / (1.0 + mu / rho)
-        U = X - B  # U + A_relaxed - B
+        U = space.combine((1.0, X), (-1.0, B))  # U_old + A_relaxed - B
 
         primal = primal_objective(s**2, space.scores(B), Y, loss, mu)
         alpha = rho * a
@@ -128,7 +128,10 @@ def admm(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None, alpha0=Non
             callback(it, cert.gap, elapsed)
         if cert.gap <= tol:
             break
-        factor = penalty_change(rho, space.norm(A - B), rho * space.norm(B - B_old))
+        # A - B = (A - X) + (X - B) = (1 - RELAX) step - (2 - RELAX) U_old + U
+        primal_residual = space.combine((1.0, U), (1.0 - RELAX, step), (RELAX - 2.0, U_old))
+        factor = penalty_change(rho, space.norm(primal_residual),
+                                rho * space.norm(space.combine((1.0, B), (-1.0, B_old))))
         if factor != 1.0:
             # U is the multiplier over rho and a the dual point over rho: keep both points
             rho *= factor

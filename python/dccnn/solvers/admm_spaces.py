@@ -8,13 +8,15 @@ iterates live in, and the A-step's K linear machines. One class per back-end, sa
   (csrc/dccnn/dual_cd.hpp) from the warm start a, in place (``start(a)`` first sets the
   machines' kept state for a given a); ``step(a)``: the element G(sign * a) (= A - Z);
   ``rescale(f)``: divides the machines' kept state by f, as ADMM divides a when rho grows;
-- ``expansion(beta, S)``: the element G(beta) S (warm starts).
+- ``expansion(beta, S)``: the element G(beta) S (warm starts);
+- ``combine((c1, E1), (c2, E2), ...)``: the element c1 E1 + c2 E2 + ... in one pass.
 
 Iterates support +, -, * and / by scalars and @ by T x T matrices.
 """
 
 import numpy as np
 import scipy.linalg
+from scipy.linalg.blas import daxpy
 
 from ..features import gram_M
 from .fista import svt
@@ -31,6 +33,22 @@ PARALLEL_MIN_WORK = 1e7
 def signed(sign, a):
     """beta of the A-step's multipliers a: sign * a (margin losses) or a (sign None)."""
     return a if sign is None else sign * a
+
+
+def linear_combination(*terms):
+    """sum of c * x over the (c, x) pairs (float64 arrays of one shape): a scaled copy and BLAS
+    axpys into it. numpy's c1 * x1 + c2 * x2 + ... allocates a temporary per operation and
+    passes over each: on ADMM's exact iterates (16000 x 160) a three-term sum took 19-26 ms
+    that way against 6-7 ms (bench/README.md)."""
+    (c0, x0), *rest = terms
+    out = np.multiply(x0, c0, dtype=np.float64)
+    if out.size == 0:  # (daxpy refuses empty vectors: explicit features with m = 0)
+        return out
+    flat = out.reshape(-1)
+    for c, x in rest:
+        # flat + c x, in place (daxpy returns its own y when y is contiguous float64)
+        flat = daxpy(np.ascontiguousarray(x, dtype=np.float64).reshape(-1), flat, a=c)
+    return flat.reshape(out.shape)
 
 
 def cd_threads(work_per_epoch):
@@ -52,6 +70,8 @@ class ExplicitSpace:
 
     def zeros(self):
         return np.zeros(self.shape)
+
+    combine = staticmethod(linear_combination)
 
     def scores(self, E):
         return self.feats.scores(E)
@@ -136,6 +156,11 @@ class KernelSpace:
     def zeros(self):
         T = self.Q * self.K
         return KernelExpansion(np.zeros((self.n * self.Q, T)), np.zeros((self.n * self.Q, T)))
+
+    @staticmethod
+    def combine(*terms):
+        return KernelExpansion(linear_combination(*((c, E.coef) for c, E in terms)),
+                               linear_combination(*((c, E.img) for c, E in terms)))
 
     def scores(self, E):
         # f[j, c] = sum_q <A_(q, c), psi_q(x_j)> = sum_q img[(j, q), q*K + c]
