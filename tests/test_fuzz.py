@@ -419,12 +419,14 @@ def fit_layer_cases(draw):
         loss=draw(st.sampled_from(["squared_hinge", "squared_hinge", "logistic", "squared"])),
         features=features, solver=solver,
         n_components=draw(st.sampled_from([None, 3, 8])) if features == "nystroem" else None,
+        landmarks=draw(mostly(["uniform", "kmeans++"], ["kmeans"])),
         tol=1e-3, max_iter=draw(st.sampled_from([5, 20])), random_state=0,
         backend=draw(BACKEND), n_jobs=1,
     )
     fit_args = frozenset({"X", "y", "patch_size", "stride", "padding", "pool_size",
                           "pool_stride", "kernel", "gamma", "degree", "coef0", "constant",
-                          "C", "mu", "loss", "features", "n_components", "solver", "tol",
+                          "C", "mu", "loss", "features", "n_components", "landmarks",
+                          "solver", "tol",
                           "max_iter", "random_state", "max_memory", "grid_shape"})
 
     def call(X):

@@ -272,3 +272,76 @@ def test_ctrl_c_interrupts_a_long_call_within_a_second(name):
     assert line == "interrupted", (line, err[-2000:])
     assert latency < 1.0, f"KeyboardInterrupt arrived {latency:.2f} s after SIGINT"
     assert rest.split() == ["usable"] and proc.returncode == 0, (rest, err[-2000:])
+
+
+# Three cases found by `bench/fuzz.py --cases 600 --fit-layer-share 1 --entries fit_layer`
+# (session 8): fits that worked whose prediction failed, and a primal solve that divided by 0.
+HUGE = np.array([[[[1.26e29, -1.32e29, 6.40e29], [1.05e29, -5.36e29, 3.62e29],
+                   [1.30e30, 9.47e29, -7.04e29]]],
+                 [[[-1.27e30, -6.23e29, 4.13e28], [-2.33e30, -2.19e29, -1.25e30],
+                   [-7.32e29, -5.44e29, -3.16e29]]]], dtype=np.float32)
+
+
+def test_exact_prediction_of_float32_patches_beyond_float32_kernels():
+    """The fit evaluates the blocks in float64 whatever the input; with patch norms near 2e30
+    float32 cannot hold the rbf evaluation, and the prediction now falls back to float64
+    too: it equals that of the same fit on float64 images."""
+    common = dict(patch_size=1, kernel="rbf", features="exact", solver="dual", tol=1e-6,
+                  random_state=0)
+    layer = dccnn.fit_layer(HUGE, [0, 1], **common)
+    twin = dccnn.fit_layer(HUGE.astype(np.float64), [0, 1], **common)
+    assert layer.dtype_ == np.float32 and layer.support_.size == 2
+    np.testing.assert_allclose(layer.decision_function(HUGE),
+                               twin.decision_function(HUGE.astype(np.float64)),
+                               rtol=1e-12, atol=0)
+    assert layer.transform(HUGE).dtype == np.float32
+
+
+def test_exact_prediction_with_no_support_image_is_zero():
+    """mu > 0 and a linear kernel of ~1e60: the recovered beta is 0 for every image, so
+    every filter (and score) is the zero function, not an error about an empty Z2."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # max_iter=5: a ConvergenceWarning
+        layer = dccnn.fit_layer(HUGE, [0, 1], patch_size=1, kernel="linear", mu=0.1,
+                                features="exact", solver="dual", tol=1e-3, max_iter=5,
+                                random_state=0)
+    assert layer.support_.size == 0
+    np.testing.assert_array_equal(layer.decision_function(HUGE), np.zeros((2, 1)))
+    assert layer.transform(HUGE).shape == (2, layer.n_filters_, 3, 3)
+
+
+def test_primal_solver_on_all_zero_features():
+    """Zero images, linear kernel: the features are 0, so FISTA's Lipschitz constant is 0 and
+    its step 1/0 turned A into NaN; A = 0 is the solution, certified exactly."""
+    X = np.zeros((4, 1, 3, 3))
+    layer = dccnn.fit_layer(X, [0, 1, 0, 1], patch_size=1, kernel="linear",
+                            features="nystroem", solver="primal", tol=1e-6, random_state=0)
+    assert layer.n_filters_ == 0 and layer.gap_ == 0.0
+    np.testing.assert_array_equal(layer.decision_function(X), np.zeros((4, 1)))
+
+
+def test_linear_features_whose_values_overflow_are_refused():
+    """Linear kernel on explicit features (the patches themselves): nothing evaluates the
+    kernel, but the solver's Grams are its values, 1e600 for patches of 1e300; refused naming
+    X (the ALM dual met NaN in its eigh)."""
+    X = np.full((2, 1, 3, 3), 1e300)
+    with pytest.raises(ValueError, match="^X: its patches give kernel values up to 1e600"):
+        dccnn.fit_layer(X, [0, 1], patch_size=1, kernel="linear", features="nystroem",
+                        solver="dual", tol=1e-3, random_state=0)
+
+
+@pytest.mark.parametrize("kernel,scale", [("linear", 1e140), ("polynomial", 1e70)])
+def test_kernel_values_beyond_the_solvers_range_are_refused(kernel, scale):
+    """Kernel values near 1e280 are representable, but the solvers sum (n C)^2 of them
+    (found by the fuzzer: linear features of patches near 1e150 gave NaN in the ALM);
+    refused naming X. A hundred times smaller passes."""
+    X = np.random.default_rng(0).standard_normal((4, 1, 3, 3))
+    y = [0, 1, 0, 1]
+    common = dict(patch_size=1, kernel=kernel, degree=2, features="nystroem", solver="dual",
+                  tol=1e-3, max_iter=3, random_state=0)
+    with pytest.raises(ValueError, match="^X: its patches give kernel values up to 1e2"):
+        dccnn.fit_layer(X * scale, y, **common)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # max_iter=3: a ConvergenceWarning
+        layer = dccnn.fit_layer(X * scale * 1e-10, y, **common)
+    assert np.isfinite(layer.primal_objective_)

@@ -16,7 +16,8 @@ from ._validation import check_choice, check_float, check_int
 from .certificate import Certificate, primal_objective
 from .feature_maps import LANDMARKS, LinearMap, NystroemMap, RandomFourierMap
 from .features import ExactFeatures, ExplicitFeatures, cross_from_blocks, exact_features
-from .kernels import check_kernel_values, pooled_kernel_blocks, resolve_kernel
+from .kernels import (check_kernel_inputs, check_kernel_values, pooled_kernel_blocks,
+                      resolve_kernel)
 from .losses import LOSSES, get_loss
 from .patches import as_images, extract_patches, patch_grid_shape
 from .persistence import save
@@ -48,12 +49,26 @@ RECOVERY_MAX_ITER = 20000
 # C is the scale of the dual variables: beyond these bounds products such as C * ||Psi||^2
 # under- or overflow double precision.
 C_RANGE = (1e-12, 1e12)
+# log10 of the largest (n C)^2 k(z, z) accepted: M(alpha) and the scores sum up to n^2
+# products of dual variables (of size about C) with kernel values, and the solvers' trial
+# points and penalties need room above that in double precision (max about 1.8e308).
+SOLVER_SCALE_LOG10 = 280
 # Patches sampled for the median heuristic of gamma="median".
 MEDIAN_SAMPLE = 2000
 
 
 # Budget for the pooled kernel blocks of one batch of new images against the support images.
 EXPANSION_BATCH_BYTES = 256 * 2**20
+
+
+def raise_naming_X(exc):
+    """Re-raise a ValueError of the kernels, which name their own arguments (the patches Z,
+    Z1, Z2), as one naming X, where the patches come from."""
+    message = str(exc)
+    for internal in ("Z1:", "Z2:", "Z:"):
+        if message.startswith(internal):
+            raise ValueError(f"X:{message[len(internal):]} (in the patches of X)") from None
+    raise exc
 
 
 class ConvexLayer:
@@ -81,26 +96,37 @@ class ConvexLayer:
         if self.feature_map_ is not None:
             return self.feature_map_.transform(Z).astype(np.float64) @ self.filters_
         p = self.kernel_params_
-        pooling, beta = self.pooling_, self.support_beta_
-        ns, Q, K = self.support_patches_.shape[0], pooling.n_windows, beta.shape[1]
+        pooling, beta, support = self.pooling_, self.support_beta_, self.support_patches_
+        ns, Q, K = support.shape[0], pooling.n_windows, beta.shape[1]
+        out = np.zeros((Z.shape[0], Q, self.n_filters_))
+        if ns == 0:  # beta = 0: every filter is the zero function
+            return out
+        try:
+            check_kernel_inputs(p, Z.dtype, {"Z1": Z, "Z2": support})
+        except ValueError:
+            # the fit evaluated its blocks in float64 whatever the input (fit_layer); so does
+            # the transform where the patches' own dtype cannot hold the evaluation
+            Z, support = Z.astype(np.float64), support.astype(np.float64)
         # a batch of images holds its blocks against the support images (on the GPU: only
         # their contraction with beta, the blocks stay on the device)
         per_image = Q * Q * K * 8 if self.device == "cuda" else ns * Q * Q * Z.itemsize
         batch = max(1, EXPANSION_BATCH_BYTES // max(1, per_image))
-        out = np.empty((Z.shape[0], Q, self.n_filters_))
-        for s in range(0, Z.shape[0], batch):
-            if self.device == "cuda":
-                H = check_kernel_values(_cuda_backend.pooled_kernel_cross(
-                    Z[s:s + batch], self.support_patches_, beta, pooling.position_ptr,
-                    pooling.position_window, Q, *p.core_args()), p)
-            else:
-                blocks = pooled_kernel_blocks(Z[s:s + batch], self.support_patches_,
-                                              pooling=pooling, kernel=p.kernel, gamma=p.gamma,
-                                              degree=p.degree, coef0=p.coef0,
-                                              constant=p.constant, backend=self.backend,
-                                              n_jobs=self.n_jobs)
-                H = cross_from_blocks(blocks, beta)
-            out[s:s + batch] = conv_outputs(H, self.filter_coef_)
+        try:
+            for s in range(0, Z.shape[0], batch):
+                if self.device == "cuda":
+                    H = check_kernel_values(_cuda_backend.pooled_kernel_cross(
+                        Z[s:s + batch], support, beta, pooling.position_ptr,
+                        pooling.position_window, Q, *p.core_args()), p)
+                else:
+                    blocks = pooled_kernel_blocks(Z[s:s + batch], support, pooling=pooling,
+                                                  kernel=p.kernel, gamma=p.gamma,
+                                                  degree=p.degree, coef0=p.coef0,
+                                                  constant=p.constant, backend=self.backend,
+                                                  n_jobs=self.n_jobs)
+                    H = cross_from_blocks(blocks, beta)
+                out[s:s + batch] = conv_outputs(H, self.filter_coef_)
+        except ValueError as exc:
+            raise_naming_X(exc)
         return out
 
     def transform(self, X):
@@ -128,6 +154,31 @@ class ConvexLayer:
     def save(self, path):
         """Write the fitted layer to ``path`` (.npz, see ``dccnn.load``)."""
         save(self, path)
+
+
+def check_solver_scale(Z, kp, n, C):
+    """ValueError naming X where (n C)^2 times the largest kernel value k(z, z) of the patches
+    Z exceeds 10^SOLVER_SCALE_LOG10: the solvers' sums would overflow float64 (found by
+    bench/fuzz.py: linear features of patches near 1e150 gave NaN in the ALM)."""
+    scale = float(np.abs(Z).max()) if Z.size else 0.0
+    if scale == 0:
+        return
+    # log10 max |z|^2, without overflow
+    log_norm2 = 2 * np.log10(scale) + np.log10(
+        np.square(Z / scale, dtype=np.float64).sum(axis=-1).max())
+    if kp.kernel == "linear":
+        log_k = log_norm2
+    elif kp.kernel == "polynomial":
+        log_k = kp.degree * np.logaddexp(log_norm2 * np.log(10),
+                                         np.log(max(abs(kp.coef0), 1e-300))) / np.log(10)
+    else:  # rbf and inverse polynomial values are at most 1
+        log_k = 0.0
+    log_k = max(log_k, np.log10(max(kp.constant, 1e-300)))
+    if log_k + 2 * np.log10(n * C) > SOLVER_SCALE_LOG10:
+        raise ValueError(
+            f"X: its patches give kernel values up to 1e{log_k:.0f} ({kp.kernel} kernel); with "
+            f"{n} images and C={C:g} the solver's sums of (n C)^2 such values would overflow "
+            "float64: rescale the images (or lower C)")
 
 
 def median_heuristic_gamma(Z, random_state=None):
@@ -278,6 +329,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
         gamma = median_heuristic_gamma(Z, random_state)
     kp = resolve_kernel(kernel, Z.shape[2], gamma=gamma, degree=degree, coef0=coef0,
                         constant=constant)
+    check_solver_scale(Z, kp, n, C)
     K = Y.shape[1]
     T = pooling.n_windows * K
     auto_note = ""
@@ -328,12 +380,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
             feats = ExplicitFeatures(fmap.transform(Z).astype(np.float64))
             layer.feature_map_ = fmap
     except ValueError as exc:
-        # the kernels name their own arguments (the patches Z, Z1, Z2); here they come from X
-        message = str(exc)
-        for internal in ("Z1:", "Z2:", "Z:"):
-            if message.startswith(internal):
-                raise ValueError(f"X:{message[len(internal):]} (in the patches of X)") from None
-        raise
+        raise_naming_X(exc)
     streamed = isinstance(feats, ExactFeatures) and feats.n_kept < n
     if streamed:
         # the ALM dual makes about ten times ADMM's passes (bench/README.md)

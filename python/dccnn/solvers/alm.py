@@ -80,7 +80,9 @@ def kernel_operator_norm(feats, K, seed=0):
         beta /= np.linalg.norm(beta)
         image = feats.dual_operator(beta).scores(eye)
         lam_new = float(np.vdot(beta, image))
-        beta = image
+        # scaled by its largest entry first: with kernel values near 1e160 the squared norm
+        # of the image itself overflows
+        beta = image / max(float(np.abs(image).max()), 1e-300)
         if abs(lam_new - lam) <= 1e-3 * lam_new:
             return lam_new
         lam = lam_new

@@ -65,7 +65,9 @@ def fista(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None, check_eve
     K = Y.shape[1]
     T = feats.Q * K
     Lip = loss.C * LOSS_CURVATURE[loss.name] * operator_norm_sq(feats, K) + mu
-    step = 1.0 / Lip
+    # Lip = 0: all-zero features and mu = 0, where the loss does not depend on A; any step
+    # then leads to the solution A = 0
+    step = 1.0 / Lip if Lip > 0 else 1.0
     A = np.zeros((feats.m, T)) if A0 is None else np.array(A0, dtype=np.float64)
     Z, t = A.copy(), 1.0
     start = time.perf_counter()
