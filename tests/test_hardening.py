@@ -345,3 +345,10 @@ def test_kernel_values_beyond_the_solvers_range_are_refused(kernel, scale):
         warnings.simplefilter("ignore")  # max_iter=3: a ConvergenceWarning
         layer = dccnn.fit_layer(X * scale * 1e-10, y, **common)
     assert np.isfinite(layer.primal_objective_)
+
+
+def test_a_constant_beyond_the_solvers_range_is_refused_naming_it():
+    X = np.zeros((4, 1, 3, 3))
+    with pytest.raises(ValueError, match="^constant: 1e\\+300 is added to every kernel value"):
+        dccnn.fit_layer(X, [0, 1, 0, 1], patch_size=1, kernel="linear", constant=1e300,
+                        features="nystroem", solver="dual", tol=1e-3, random_state=0)

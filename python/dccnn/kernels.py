@@ -38,6 +38,15 @@ def resolve_kernel(kernel, d, *, gamma=None, degree=2, coef0=1.0, constant=0.0):
     return KernelParams(kernel, gamma, degree, coef0, constant)
 
 
+def max_patch_norm(Z):
+    """Largest Euclidean norm of the rows of Z (..., d), a Python float (inf beyond float64):
+    the rows are scaled first so that their squares cannot overflow."""
+    scale = float(np.abs(Z).max()) if Z.size else 0.0
+    if scale == 0:
+        return 0.0
+    return scale * float(np.sqrt(np.square(Z / scale, dtype=np.float64).sum(axis=-1).max()))
+
+
 def check_kernel_inputs(params, dtype, arrays):
     """Refuse parameters and inputs that overflow ``dtype`` inside the kernel evaluation.
 
@@ -54,11 +63,7 @@ def check_kernel_inputs(params, dtype, arrays):
                              f"the patches; pass float64 patches or a smaller {name}")
     norm_bound = np.sqrt(largest / 4)
     for name, Z in arrays.items():
-        # scaled so that the norms themselves cannot overflow
-        scale = float(np.abs(Z).max())
-        if scale == 0:
-            continue
-        norm = scale * float(np.sqrt(np.square(Z / scale, dtype=np.float64).sum(axis=-1).max()))
+        norm = max_patch_norm(Z)
         if norm > norm_bound:
             raise ValueError(f"{name}: patch norms up to {norm:.3g} overflow the kernel "
                              f"evaluation in {np.dtype(dtype).name} (they must stay below "

@@ -16,8 +16,8 @@ from ._validation import check_choice, check_float, check_int
 from .certificate import Certificate, primal_objective
 from .feature_maps import LANDMARKS, LinearMap, NystroemMap, RandomFourierMap
 from .features import ExactFeatures, ExplicitFeatures, cross_from_blocks, exact_features
-from .kernels import (check_kernel_inputs, check_kernel_values, pooled_kernel_blocks,
-                      resolve_kernel)
+from .kernels import (check_kernel_inputs, check_kernel_values, max_patch_norm,
+                      pooled_kernel_blocks, resolve_kernel)
 from .losses import LOSSES, get_loss
 from .patches import as_images, extract_patches, patch_grid_shape
 from .persistence import save
@@ -160,12 +160,8 @@ def check_solver_scale(Z, kp, n, C):
     """ValueError naming X where (n C)^2 times the largest kernel value k(z, z) of the patches
     Z exceeds 10^SOLVER_SCALE_LOG10: the solvers' sums would overflow float64 (found by
     bench/fuzz.py: linear features of patches near 1e150 gave NaN in the ALM)."""
-    scale = float(np.abs(Z).max()) if Z.size else 0.0
-    if scale == 0:
-        return
-    # log10 max |z|^2, without overflow
-    log_norm2 = 2 * np.log10(scale) + np.log10(
-        np.square(Z / scale, dtype=np.float64).sum(axis=-1).max())
+    norm = max_patch_norm(Z)
+    log_norm2 = 2 * np.log10(norm) if norm > 0 else -np.inf  # log10 max |z|^2
     if kp.kernel == "linear":
         log_k = log_norm2
     elif kp.kernel == "polynomial":
@@ -173,12 +169,16 @@ def check_solver_scale(Z, kp, n, C):
                                          np.log(max(abs(kp.coef0), 1e-300))) / np.log(10)
     else:  # rbf and inverse polynomial values are at most 1
         log_k = 0.0
-    log_k = max(log_k, np.log10(max(kp.constant, 1e-300)))
-    if log_k + 2 * np.log10(n * C) > SOLVER_SCALE_LOG10:
+    log_constant = np.log10(max(kp.constant, 1e-300))
+    room = SOLVER_SCALE_LOG10 - 2 * np.log10(n * C)
+    overflow = (f"with {n} images and C={C:g} the solver's sums of (n C)^2 such values would "
+                "overflow float64")
+    if log_constant > room:
+        raise ValueError(f"constant: {kp.constant:g} is added to every kernel value; {overflow}")
+    if log_k > room:
         raise ValueError(
-            f"X: its patches give kernel values up to 1e{log_k:.0f} ({kp.kernel} kernel); with "
-            f"{n} images and C={C:g} the solver's sums of (n C)^2 such values would overflow "
-            "float64: rescale the images (or lower C)")
+            f"X: its patches give kernel values up to 1e{log_k:.0f} ({kp.kernel} kernel); "
+            f"{overflow}: rescale the images (or lower C)")
 
 
 def median_heuristic_gamma(Z, random_state=None):
