@@ -119,19 +119,25 @@ class DeviceExactFeatures(ExactBackend):
         self.max_device_memory = max_device_memory
         self.n, self.Q = Z.shape[0], pooling.n_windows
 
-    def _layout(self):
-        p = self.pooling
-        return (p.position_ptr, p.position_window, p.n_windows, *self.kernel_params.core_args())
-
     def cross(self, beta):
-        H = _cuda_backend.pooled_kernel_cross(self.Z, None, beta, *self._layout(),
-                                              max_device_memory=self.max_device_memory)
-        return check_kernel_values(H, self.kernel_params)
+        return device_cross(self.Z, None, beta, self.pooling, self.kernel_params,
+                            self.max_device_memory)
 
     def trace_gram(self):
-        G = _cuda_backend.pooled_kernel_traces(self.Z, None, *self._layout(),
-                                               max_device_memory=self.max_device_memory)
+        p = self.pooling
+        G = _cuda_backend.pooled_kernel_traces(
+            self.Z, None, p.position_ptr, p.position_window, p.n_windows,
+            *self.kernel_params.core_args(), max_device_memory=self.max_device_memory)
         return check_kernel_values(G, self.kernel_params)
+
+
+def device_cross(Z1, Z2, beta, pooling, kernel_params, max_device_memory=None):
+    """``cross_from_blocks`` of the pooled blocks of Z1 against Z2 (None: Z1), computed on the
+    GPU without the blocks leaving it: (n1, Q, Q K) float64."""
+    H = _cuda_backend.pooled_kernel_cross(
+        Z1, Z2, beta, pooling.position_ptr, pooling.position_window, pooling.n_windows,
+        *kernel_params.core_args(), max_device_memory=max_device_memory)
+    return check_kernel_values(H, kernel_params)
 
 
 class ExplicitFeatures:

@@ -7,7 +7,6 @@ import numpy as np
 import scipy.linalg
 from sklearn.exceptions import ConvergenceWarning
 
-from . import _cuda_backend
 from ._progress import FitProgress
 from ._memory import check_allocation, memory_budget
 from ._targets import encode_targets
@@ -15,9 +14,9 @@ from ._threads import scipy_blas_single_thread
 from ._validation import check_choice, check_float, check_int
 from .certificate import Certificate, primal_objective
 from .feature_maps import LANDMARKS, LinearMap, NystroemMap, RandomFourierMap
-from .features import ExactFeatures, ExplicitFeatures, cross_from_blocks, exact_features
-from .kernels import (check_kernel_inputs, check_kernel_values, max_patch_norm,
-                      pooled_kernel_blocks, resolve_kernel)
+from .features import (ExactFeatures, ExplicitFeatures, cross_from_blocks, device_cross,
+                       exact_features)
+from .kernels import check_kernel_inputs, max_patch_norm, pooled_kernel_blocks, resolve_kernel
 from .losses import LOSSES, get_loss
 from .patches import as_images, extract_patches, patch_grid_shape
 from .persistence import save
@@ -114,9 +113,7 @@ class ConvexLayer:
         try:
             for s in range(0, Z.shape[0], batch):
                 if self.device == "cuda":
-                    H = check_kernel_values(_cuda_backend.pooled_kernel_cross(
-                        Z[s:s + batch], support, beta, pooling.position_ptr,
-                        pooling.position_window, Q, *p.core_args()), p)
+                    H = device_cross(Z[s:s + batch], support, beta, pooling, p)
                 else:
                     blocks = pooled_kernel_blocks(Z[s:s + batch], support, pooling=pooling,
                                                   kernel=p.kernel, gamma=p.gamma,
