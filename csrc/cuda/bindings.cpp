@@ -86,30 +86,48 @@ py::tuple kernel_matrix(const carray<T>& Z1, const py::object& Z2_or_none, int k
   return py::make_tuple(out, stats_dict(st));
 }
 
+// The arguments every pooled-block entry point shares, checked, with raw pointers.
+template <class T>
+struct PooledCall {
+  dccnn_bindings::PooledArgs<T> args;
+  dccnn::KernelSpec spec;
+  const index_t* position_ptr;
+  const std::int32_t* position_window;
+};
+
+template <class T>
+PooledCall<T> pooled_call(const carray<T>& Z1, const py::object& Z2_or_none,
+                          const carray<index_t>& position_ptr,
+                          const carray<std::int32_t>& position_window, index_t n_windows,
+                          int kind, double gamma, int degree, double coef0, double constant) {
+  PooledCall<T> c{dccnn_bindings::check_pooled_args(Z1, Z2_or_none, position_ptr,
+                                                    position_window),
+                  {}, position_ptr.data(), position_window.data()};
+  require(n_windows >= 1, "pooling: n_windows must be >= 1");
+  c.spec = kernel_spec(kind, gamma, degree, coef0, constant);
+  return c;
+}
+
 template <class T>
 py::tuple pooled_kernel_blocks(const carray<T>& Z1, const py::object& Z2_or_none,
                                const carray<index_t>& position_ptr,
                                const carray<std::int32_t>& position_window, index_t n_windows,
                                int kind, double gamma, int degree, double coef0, double constant,
                                std::int64_t max_device_memory, bool discard_output) {
-  const auto args = dccnn_bindings::check_pooled_args(Z1, Z2_or_none, position_ptr,
-                                                      position_window);
-  const index_t n1 = args.n1, n2 = args.n2, P = args.P, d = args.d;
-  const T* b = args.b;
-  require(n_windows >= 1, "pooling: n_windows must be >= 1");
-  const auto spec = kernel_spec(kind, gamma, degree, coef0, constant);
+  const auto c = pooled_call(Z1, Z2_or_none, position_ptr, position_window, n_windows, kind,
+                             gamma, degree, coef0, constant);
+  const auto& g = c.args;
   py::object result = py::none();
   T* o = nullptr;
   if (!discard_output) {
-    carray<T> out({n1, n2, n_windows, n_windows});
+    carray<T> out({g.n1, g.n2, n_windows, n_windows});
     o = out.mutable_data();
     result = out;
   }
   const T* a = Z1.data();
-  const index_t* pp = position_ptr.data();
-  const std::int32_t* pw = position_window.data();
   const auto st = run_without_gil(max_device_memory, discard_output, [&](const dc::Options& opt) {
-    return dc::pooled_kernel_blocks<T>(a, n1, b, n2, P, d, pp, pw, n_windows, spec, o, opt);
+    return dc::pooled_kernel_blocks<T>(a, g.n1, g.b, g.n2, g.P, g.d, c.position_ptr,
+                                       c.position_window, n_windows, c.spec, o, opt);
   });
   return py::make_tuple(result, stats_dict(st));
 }
@@ -121,27 +139,23 @@ py::tuple pooled_kernel_cross(const carray<T>& Z1, const py::object& Z2_or_none,
                               const carray<std::int32_t>& position_window, index_t n_windows,
                               int kind, double gamma, int degree, double coef0, double constant,
                               const carray<double>& beta, std::int64_t max_device_memory) {
-  const auto args = dccnn_bindings::check_pooled_args(Z1, Z2_or_none, position_ptr,
-                                                      position_window);
-  const index_t n1 = args.n1, n2 = args.n2, P = args.P, d = args.d;
-  require(n_windows >= 1, "pooling: n_windows must be >= 1");
-  require(beta.ndim() == 2 && beta.shape(0) == n2 && beta.shape(1) >= 1,
+  const auto c = pooled_call(Z1, Z2_or_none, position_ptr, position_window, n_windows, kind,
+                             gamma, degree, coef0, constant);
+  const auto& g = c.args;
+  require(beta.ndim() == 2 && beta.shape(0) == g.n2 && beta.shape(1) >= 1,
           "beta: expected a 2-d array (n2, K) with a row per image of Z2 (Z1 when Z2 is None)");
   const index_t K = beta.shape(1);
-  const auto spec = kernel_spec(kind, gamma, degree, coef0, constant);
-  carray<double> H({n1, n_windows, n_windows * K});
-  if (n2 == 0) {  // no column image: every sum is empty
+  carray<double> H({g.n1, n_windows, n_windows * K});
+  if (g.n2 == 0) {  // no column image: every sum is empty
     std::fill(H.mutable_data(), H.mutable_data() + H.size(), 0.0);
     return py::make_tuple(H, stats_dict(dc::RunStats{}));
   }
   const T* a = Z1.data();
-  const T* b = args.b;
-  const index_t* pp = position_ptr.data();
-  const std::int32_t* pw = position_window.data();
   const double* w = beta.data();
   double* h = H.mutable_data();
   const auto st = run_without_gil(max_device_memory, false, [&](const dc::Options& opt) {
-    return dc::pooled_kernel_cross<T>(a, n1, b, n2, P, d, pp, pw, n_windows, spec, w, K, h, opt);
+    return dc::pooled_kernel_cross<T>(a, g.n1, g.b, g.n2, g.P, g.d, c.position_ptr,
+                                      c.position_window, n_windows, c.spec, w, K, h, opt);
   });
   return py::make_tuple(H, stats_dict(st));
 }
@@ -152,19 +166,15 @@ py::tuple pooled_kernel_traces(const carray<T>& Z1, const py::object& Z2_or_none
                                const carray<std::int32_t>& position_window, index_t n_windows,
                                int kind, double gamma, int degree, double coef0, double constant,
                                std::int64_t max_device_memory) {
-  const auto args = dccnn_bindings::check_pooled_args(Z1, Z2_or_none, position_ptr,
-                                                      position_window);
-  const index_t n1 = args.n1, n2 = args.n2, P = args.P, d = args.d;
-  require(n_windows >= 1, "pooling: n_windows must be >= 1");
-  const auto spec = kernel_spec(kind, gamma, degree, coef0, constant);
-  carray<double> out({n1, n2});
+  const auto c = pooled_call(Z1, Z2_or_none, position_ptr, position_window, n_windows, kind,
+                             gamma, degree, coef0, constant);
+  const auto& g = c.args;
+  carray<double> out({g.n1, g.n2});
   const T* a = Z1.data();
-  const T* b = args.b;
-  const index_t* pp = position_ptr.data();
-  const std::int32_t* pw = position_window.data();
   double* o = out.mutable_data();
   const auto st = run_without_gil(max_device_memory, false, [&](const dc::Options& opt) {
-    return dc::pooled_kernel_traces<T>(a, n1, b, n2, P, d, pp, pw, n_windows, spec, o, opt);
+    return dc::pooled_kernel_traces<T>(a, g.n1, g.b, g.n2, g.P, g.d, c.position_ptr,
+                                       c.position_window, n_windows, c.spec, o, opt);
   });
   return py::make_tuple(out, stats_dict(st));
 }
