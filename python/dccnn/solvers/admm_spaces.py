@@ -11,7 +11,7 @@ iterates live in, and the A-step's K linear machines. One class per back-end, sa
 - ``expansion(beta, S)``: the element G(beta) S (warm starts);
 - ``combine((c1, E1), (c2, E2), ...)``: the element c1 E1 + c2 E2 + ... in one pass.
 
-Iterates support +, -, * and / by scalars and @ by T x T matrices.
+Iterates support / by scalars and @ by T x T matrices; sums go through ``combine``.
 """
 
 import numpy as np
@@ -116,17 +116,6 @@ class KernelExpansion:
 
     def __init__(self, coef, img, known_gram=None):
         self.coef, self.img, self.known_gram = coef, img, known_gram
-
-    def __add__(self, other):
-        return KernelExpansion(self.coef + other.coef, self.img + other.img)
-
-    def __sub__(self, other):
-        return KernelExpansion(self.coef - other.coef, self.img - other.img)
-
-    def __mul__(self, scalar):
-        return KernelExpansion(self.coef * scalar, self.img * scalar)
-
-    __rmul__ = __mul__
 
     def __truediv__(self, scalar):
         return KernelExpansion(self.coef / scalar, self.img / scalar)
