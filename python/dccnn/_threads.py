@@ -45,3 +45,14 @@ def scipy_blas_single_thread():
     if not paths:
         return contextlib.nullcontext()
     return controller.select(filepath=paths).limit(limits=1)
+
+
+def blas_single_thread():
+    """Context manager: every BLAS library on one thread, for loops that alternate numpy GEMMs
+    with the core's OpenMP kernels (the exact back-end's passes that evaluate blocks again).
+    An OpenBLAS pool's workers busy-wait after a call and take the cores from the OpenMP
+    threads that follow: at n = 1000 on two cores such a pass took 3.2-3.8 s with numpy's
+    BLAS on two threads and 2.15 s on one (bench/README.md)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")

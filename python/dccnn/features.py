@@ -15,10 +15,13 @@ feature_maps.py: Nystroem, random Fourier or the patches themselves for the line
 and is also what the primal solvers need.
 """
 
+import contextlib
+
 import numpy as np
 
 from . import _cuda_backend
 from ._memory import check_allocation, memory_budget
+from ._threads import blas_single_thread
 from .kernels import check_kernel_values, pooled_kernel_blocks
 
 
@@ -41,43 +44,80 @@ class ExactBackend:
 
 
 class ExactFeatures(ExactBackend):
-    """Pooled kernel blocks of all training pairs, ``K_ij`` (Q x Q), held by rows of images.
+    """Pooled kernel blocks of all training pairs, ``K_ij`` (Q x Q).
 
-    ``kept`` (n_kept, n, Q, Q) are the rows of images 0..n_kept-1: all of them when the whole
-    (n, n, Q, Q) fits the memory budget. Otherwise (SPEC §5: "optionally cached up to a memory
-    budget") each pass evaluates again, by ``evaluate_rows(start, stop)`` = K_ij for i in
-    [start, stop) and j >= start, the blocks among the other images, and only those: the
-    blocks against kept images are the transposes of kept ones (K_ji = K_ij^T), and of the
-    pairs among the others one half gives the other. Every pass visits the same pairs in the
-    same order, so a fixed kept prefix is the best a cache can do here: an LRU cache would
-    evict each batch just before its next use."""
+    Either all of them, ``ExactFeatures(blocks)`` with blocks (n, n, Q, Q), when they fit the
+    memory budget; or, by ``ExactFeatures.by_batches``, the upper triangle in batches of rows:
+    batch [start, stop) is K_ij for i in [start, stop) and j >= start (K_ji = K_ij^T gives the
+    rest), so each pair is held once and twice as many pairs fit a budget as in whole rows.
+    The first ``n_cached`` batches are evaluated once and held (SPEC §5: "optionally cached up
+    to a memory budget"); the others are evaluated again on each pass by
+    ``evaluate_rows(start, stop)``. Every pass visits the same batches in the same order, so a
+    fixed set of held batches is the best a cache can do here: an LRU cache would evict each
+    batch just before its next use. A pass over batches costs two GEMMs per batch (the second
+    on the transposed blocks) where all blocks take one, so all blocks are held whenever they
+    fit."""
 
-    def __init__(self, kept, evaluate_rows=None, batch_rows=None):
-        self.kept = kept
-        self.n, self.Q = kept.shape[1], kept.shape[2]
-        self.n_kept = kept.shape[0]
-        if self.n_kept < self.n and (evaluate_rows is None or not batch_rows):
-            raise ValueError("kept: rows are missing and there is no evaluate_rows to give them")
+    def __init__(self, blocks):
+        self.blocks = blocks
+        self.n, self.Q = blocks.shape[1], blocks.shape[2]
+        self.batch_rows = None
+        self.cached = []
+        self.evaluate_rows = None
+        self.pairs_evaluated = 0  # image pairs evaluated again since construction
+
+    @classmethod
+    def by_batches(cls, n, Q, evaluate_rows, batch_rows, n_cached):
+        """The upper triangle in batches of ``batch_rows`` rows, the first ``n_cached`` of
+        them evaluated now and held."""
+        self = cls.__new__(cls)
+        self.blocks = None
+        self.n, self.Q = n, Q
         self.evaluate_rows = evaluate_rows
         self.batch_rows = batch_rows
-        self.pairs_evaluated = 0  # image pairs evaluated again since construction
+        starts = range(0, n, batch_rows)[:n_cached]
+        self.cached = [evaluate_rows(s, min(n, s + batch_rows)) for s in starts]
+        self.pairs_evaluated = 0
+        return self
+
+    @property
+    def streamed(self):
+        """Whether each pass evaluates blocks again (not all batches are held)."""
+        return self.blocks is None and len(self.cached) * self.batch_rows < self.n
+
+    @property
+    def pairs_held(self):
+        """Distinct image pairs (i <= j) whose blocks are held."""
+        if self.blocks is not None:
+            return self.n * (self.n + 1) // 2
+        n, held = self.n, 0
+        for k in range(len(self.cached)):
+            start, stop = k * self.batch_rows, min(n, (k + 1) * self.batch_rows)
+            held += (stop - start) * (n - start) - (stop - start) * (stop - start - 1) // 2
+        return held
 
     def pieces(self):
         """Every block K_ij once, as (I, J, blocks, transposed) over ranges of images I, J:
         K_ij = blocks[i - I.start, j - J.start], or its transpose
         blocks[j - J.start, i - I.start].T where ``transposed``."""
-        n, k = self.n, self.n_kept
-        if k:
-            yield range(0, k), range(0, n), self.kept, False
-        if k < n:
-            yield range(k, n), range(0, k), self.kept[:, k:], True
-        for start in range(k, n, self.batch_rows or 1):
+        n = self.n
+        if self.blocks is not None:
+            yield range(0, n), range(0, n), self.blocks, False
+            return
+        for k, start in enumerate(range(0, n, self.batch_rows)):
             stop = min(n, start + self.batch_rows)
-            rows = self.evaluate_rows(start, stop)  # K_ij, i in [start, stop), j >= start
-            self.pairs_evaluated += rows.shape[0] * rows.shape[1]
+            if k < len(self.cached):
+                rows = self.cached[k]
+            else:
+                rows = self.evaluate_rows(start, stop)  # K_ij, i in [start, stop), j >= start
+                self.pairs_evaluated += rows.shape[0] * rows.shape[1]
             yield range(start, stop), range(start, n), rows, False
             if stop < n:
                 yield range(stop, n), range(start, stop), rows[:, stop - start:], True
+
+    def pass_threads(self):
+        """The BLAS threads of a pass: one where it evaluates blocks between its GEMMs."""
+        return blas_single_thread() if self.streamed else contextlib.nullcontext()
 
     def cross(self, beta):
         # S[c, j, a, b] = sum_i beta[i, c] K_ij[a, b]: one GEMM of beta^T with the blocks as
@@ -85,23 +125,26 @@ class ExactFeatures(ExactBackend):
         n, Q = self.n, self.Q
         K = beta.shape[1]
         S = np.zeros((K, n, Q, Q))
-        for I, J, blocks, transposed in self.pieces():
-            b = beta[I.start:I.stop].T.astype(blocks.dtype)
-            if transposed:
-                part = np.matmul(b[None], blocks.reshape(len(J), len(I), Q * Q))  # [j, c, b, a]
-                S[:, J.start:J.stop] += part.reshape(len(J), K, Q, Q).transpose(1, 0, 3, 2)
-            else:
-                part = b @ blocks.reshape(len(I), len(J) * Q * Q)
-                S[:, J.start:J.stop] += part.reshape(K, len(J), Q, Q)
+        with self.pass_threads():
+            for I, J, blocks, transposed in self.pieces():
+                b = beta[I.start:I.stop].T.astype(blocks.dtype)
+                if transposed:
+                    # part[j, c, b * Q + a]
+                    part = np.matmul(b[None], blocks.reshape(len(J), len(I), Q * Q))
+                    S[:, J.start:J.stop] += part.reshape(len(J), K, Q, Q).transpose(1, 0, 3, 2)
+                else:
+                    part = b @ blocks.reshape(len(I), len(J) * Q * Q)
+                    S[:, J.start:J.stop] += part.reshape(K, len(J), Q, Q)
         # H[j, q, r*K + c] = sum_i beta[i, c] K_ji[q, r] = S[c, j, r, q]
         return np.ascontiguousarray(S.transpose(1, 3, 2, 0).reshape(n, Q, Q * K))
 
     def trace_gram(self):
         """(n, n) float64, tr K_ij: the Gram of the concatenated pooled features."""
         G = np.empty((self.n, self.n))
-        for I, J, blocks, transposed in self.pieces():
-            t = np.trace(blocks, axis1=2, axis2=3)
-            G[I.start:I.stop, J.start:J.stop] = t.T if transposed else t
+        with self.pass_threads():
+            for I, J, blocks, transposed in self.pieces():
+                t = np.trace(blocks, axis1=2, axis2=3)
+                G[I.start:I.stop, J.start:J.stop] = t.T if transposed else t
         return G
 
 
@@ -238,18 +281,24 @@ def scores_from_cross(H, S):
     return H.reshape(n, Q * T) @ S.reshape(T, Q, K).transpose(1, 0, 2).reshape(Q * T, K)
 
 
-# Bytes of one batch of block rows evaluated again on each pass, when not all rows are kept
-# (and at most a quarter of the budget, the rest keeps rows): a few large GEMMs per pass.
+# Bytes of one batch of block rows when not all blocks fit the budget (and at most a quarter of
+# the budget, the rest holds batches): a few large GEMMs per pass.
 STREAM_BATCH_BYTES = 128 * 2**20
+# The upper triangle of the blocks comes in at least this many batches of rows: a batch holds
+# the blocks among its own rows twice, n^2 / (2 TRIANGLE_BATCHES) blocks more in all, 1/64 of
+# the triangle's n^2 / 2.
+TRIANGLE_BATCHES = 64
 
 
 def exact_features(Z, pooling, kernel_params, *, n_jobs=None, backend="auto", max_memory=None,
                    device="cpu"):
     """The exact back-end on patches Z (n, P, d): all blocks when they fit the memory budget
-    (``max_memory``, else half the available memory), else as many rows as fit beside one
-    batch of rows (STREAM_BATCH_BYTES, at most a quarter of the budget, at least one row)
-    evaluated again on each pass. MemoryError when not even one row fits. ``device="cuda"``:
-    the blocks are evaluated and reduced on the GPU on each pass (``DeviceExactFeatures``)."""
+    (``max_memory``, else half the available memory); else their upper triangle in batches of
+    rows (at most n / TRIANGLE_BATCHES rows, STREAM_BATCH_BYTES and a quarter of the budget,
+    at least one row), holding as many leading batches as fit beside one batch evaluated
+    again on each pass (none is evaluated again when the whole triangle fits, about half the
+    blocks' memory). MemoryError when not even one row fits. ``device="cuda"``: the blocks are
+    evaluated and reduced on the GPU on each pass (``DeviceExactFeatures``)."""
     p = kernel_params
     if device == "cuda":
         _cuda_backend.get_cuda()  # a clear error now when there is no GPU, not at the first pass
@@ -262,14 +311,24 @@ def exact_features(Z, pooling, kernel_params, *, n_jobs=None, backend="auto", ma
                                     device=device)
 
     n, Q = Z.shape[0], pooling.n_windows
-    row_bytes = n * Q * Q * Z.dtype.itemsize
+    block_bytes = Q * Q * Z.dtype.itemsize
+    row_bytes = n * block_bytes
     budget = memory_budget(max_memory)
     if budget is None or n * row_bytes <= budget:
         return ExactFeatures(blocks(Z, budget=budget))
-    batch_rows = int(min(n, max(1, min(STREAM_BATCH_BYTES, budget // 4) // row_bytes)))
+    batch_rows = int(max(1, min(-(-n // TRIANGLE_BATCHES),
+                                min(STREAM_BATCH_BYTES, budget // 4) // row_bytes)))
     check_allocation((batch_rows, n, Q, Q), Z.dtype, "one batch of kernel block rows",
                      max_memory=budget,
                      advice="Use explicit features (features='nystroem') or fewer images.")
-    n_kept = int(min(n, (budget - batch_rows * row_bytes) // row_bytes))
-    kept = blocks(Z[:n_kept], Z) if n_kept else np.empty((0, n, Q, Q), Z.dtype)
-    return ExactFeatures(kept, lambda start, stop: blocks(Z[start:stop], Z[start:]), batch_rows)
+    batch_bytes = [min(batch_rows, n - s) * (n - s) * block_bytes for s in range(0, n, batch_rows)]
+    n_cached, held = 0, 0
+    while n_cached < len(batch_bytes):
+        # the held batches, this one, and the next one evaluated on each pass if any
+        after = batch_bytes[n_cached + 1] if n_cached + 1 < len(batch_bytes) else 0
+        if held + batch_bytes[n_cached] + after > budget:
+            break
+        held += batch_bytes[n_cached]
+        n_cached += 1
+    return ExactFeatures.by_batches(n, Q, lambda start, stop: blocks(Z[start:stop], Z[start:]),
+                                    batch_rows, n_cached)

@@ -277,14 +277,14 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     columns on the GPU, for the fit and for ``transform``/``decision_function`` (needs the
     CUDA build, ``dccnn._cuda``); the exact blocks are evaluated on each pass and reduced on
     the device (only their products with the dual weights come back, no host memory for
-    blocks). ``max_memory`` (bytes, default half the available memory)
-    bounds each large allocation; the exact back-end then keeps the kernel blocks of as many
-    images as fit and evaluates the others again on each pass of the solver (slower, same
-    result). The network is recovered from the solution (SPEC §4). The
-    fit stops when the relative duality gap is at most ``tol`` or after ``max_iter``
-    iterations (then with a ConvergenceWarning stating the gap). ``warm_start``: a previously
-    fitted layer on the same data (e.g. along a path of C values) whose dual variables and
-    multiplier start the solver.
+    blocks). ``max_memory`` (bytes, default half the available memory) bounds each large
+    allocation; where the exact back-end's kernel blocks exceed it, only their
+    upper triangle is held (half the memory), and where that exceeds it too, as much of it as
+    fits, the rest evaluated again on each pass of the solver (much slower, same result). The
+    network is recovered from the solution (SPEC §4). The fit stops when the relative duality
+    gap is at most ``tol`` or after ``max_iter`` iterations (then with a ConvergenceWarning
+    stating the gap). ``warm_start``: a previously fitted layer on the same data (e.g. along a
+    path of C values) whose dual variables and multiplier start the solver.
     """
     t_start = time.perf_counter()
     C = check_float(C, "C", minimum=0, exclusive=True)
@@ -378,23 +378,26 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
             layer.feature_map_ = fmap
     except ValueError as exc:
         raise_naming_X(exc)
-    streamed = isinstance(feats, ExactFeatures) and feats.n_kept < n
+    streamed = isinstance(feats, ExactFeatures) and feats.streamed
+    held_note = "" if not streamed else (
+        f"the blocks of {feats.pairs_held / (n * (n + 1) // 2):.0%} of the image pairs are held")
     if streamed:
         # the ALM dual makes about ten times ADMM's passes (bench/README.md)
         alm_note = "" if solver != "dual" else (
             "; the 'dual' solver makes many more passes than 'admm', whose kernel expansions "
             f"need {_admm_expansion_numbers(n, pooling.n_windows, T) * 8 / 2**20:.1f} MiB")
         warnings.warn(f"fit_layer: the kernel blocks ({_exact_block_bytes(n, pooling.n_windows) / 2**30:.2f}"
-                      f" GiB) exceed the memory budget; the blocks of {feats.n_kept} of {n} "
-                      "images are kept and the others evaluated again on each pass of the "
-                      "solver, which is much slower (raise max_memory, or use "
+                      f" GiB) exceed the memory budget; {held_note} and the others are "
+                      "evaluated again on each pass of the solver, which is much slower "
+                      "(raise max_memory, or use "
                       f"features='nystroem'){alm_note}", UserWarning, stacklevel=2)
     if verbose:
         what = f"{features} ({'Q=%d' % pooling.n_windows}" + (
             f", m={feats.m})" if features != "exact" else
             ", blocks evaluated and reduced on the GPU on each pass)" if device == "cuda" else
-            ")" if not streamed else
-            f", blocks of {feats.n_kept} of {n} images kept, the rest evaluated on each pass)")
+            ")" if not isinstance(feats, ExactFeatures) or feats.blocks is not None else
+            ", the upper triangle of the blocks held by batches of rows)" if not streamed else
+            f", {held_note}, the rest evaluated on each pass)")
         print(f"[dccnn] layer: n={n}, K={K}, T={T}, features {what}{' ' + auto_note if auto_note else ''}, solver {solver}, "
               f"loss {loss}, C={C:g}, mu={mu:g} ({time.perf_counter() - t_start:.2f}s to set up)")
 
