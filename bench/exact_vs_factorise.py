@@ -33,6 +33,7 @@ import warnings
 import numpy as np
 from sklearn.datasets import load_digits
 
+from dccnn._threads import scipy_blas_single_thread
 from dccnn.feature_maps import NystroemMap
 from dccnn.features import ExplicitFeatures, exact_features
 from dccnn.kernels import resolve_kernel
@@ -92,13 +93,15 @@ def main(argv=None):
     parser.add_argument("--methods", nargs="*", default=list(LABELS), choices=list(LABELS))
     parser.add_argument("--budget", type=float, nargs="*", default=[1.0],
                         help="max_memory of the exact back-end as fractions of its blocks' "
-                             "size: below 1 it keeps the blocks of fewer images and evaluates "
-                             "the others again on each pass")
+                             "size: below 1 it holds their upper triangle, or as much of it as "
+                             "fits, and evaluates the rest again on each pass")
     parser.add_argument("--worker", nargs=3, metavar=("METHOD", "N", "BUDGET"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        with warnings.catch_warnings():
+        # as in fit_layer: scipy's vendored BLAS (ADMM's axpys, L-BFGS-B) on one thread, or
+        # its spinning workers and numpy's take the cores from each other (5x slower here)
+        with warnings.catch_warnings(), scipy_blas_single_thread():
             warnings.simplefilter("ignore")
             print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.tol,
                                     float(args.worker[2]))))

@@ -134,8 +134,11 @@ def test_auto_back_end_follows_the_memory_budget(digits):
     X, y = X[:100].reshape(-1, 8, 8), y[:100]
     spec = dict(patch_size=3, pool_size=2, gamma="median", C=0.3, tol=1e-3, random_state=0)
     assert dccnn.fit_layer(X, y, features="auto", **spec).features == "exact"
-    # the exact blocks take 100^2 * 9^2 * 8 bytes = 6.5 MB
-    small = dccnn.fit_layer(X, y, features="auto", max_memory=2 * 2**20, n_components=50, **spec)
+    # the exact blocks take 100^2 * 9^2 * 8 bytes = 6.5 MB; their upper triangle in batches of
+    # 2 rows (100 / 64 rounded up), 100 * 101 / 2 + 50 blocks of 648 bytes, 3.3 MB
+    half = dccnn.fit_layer(X, y, features="auto", max_memory=4 * 2**20, **spec)
+    assert half.features == "exact"
+    small = dccnn.fit_layer(X, y, features="auto", max_memory=3 * 2**20, n_components=50, **spec)
     assert small.features == "nystroem"
 
 

@@ -290,14 +290,36 @@ STREAM_BATCH_BYTES = 128 * 2**20
 TRIANGLE_BATCHES = 64
 
 
+def plan_exact_blocks(n, Q, itemsize, budget):
+    """How the exact back-end holds the blocks of n images under a byte budget (None: no
+    limit): None when all of them fit, else (batch_rows, n_cached, n_batches) for their upper
+    triangle in batches of rows (at most n / TRIANGLE_BATCHES rows, STREAM_BATCH_BYTES and a
+    quarter of the budget, at least one row), holding as many leading batches as fit beside
+    one batch evaluated again on each pass (none is evaluated again where n_cached is
+    n_batches, at about half the blocks' memory)."""
+    block_bytes = Q * Q * itemsize
+    row_bytes = n * block_bytes
+    if budget is None or n * row_bytes <= budget:
+        return None
+    batch_rows = int(max(1, min(-(-n // TRIANGLE_BATCHES),
+                                min(STREAM_BATCH_BYTES, budget // 4) // row_bytes)))
+    batch_bytes = [min(batch_rows, n - s) * (n - s) * block_bytes for s in range(0, n, batch_rows)]
+    n_cached, held = 0, 0
+    while n_cached < len(batch_bytes):
+        # the held batches, this one, and the next one evaluated on each pass if any
+        after = batch_bytes[n_cached + 1] if n_cached + 1 < len(batch_bytes) else 0
+        if held + batch_bytes[n_cached] + after > budget:
+            break
+        held += batch_bytes[n_cached]
+        n_cached += 1
+    return batch_rows, n_cached, len(batch_bytes)
+
+
 def exact_features(Z, pooling, kernel_params, *, n_jobs=None, backend="auto", max_memory=None,
                    device="cpu"):
     """The exact back-end on patches Z (n, P, d): all blocks when they fit the memory budget
-    (``max_memory``, else half the available memory); else their upper triangle in batches of
-    rows (at most n / TRIANGLE_BATCHES rows, STREAM_BATCH_BYTES and a quarter of the budget,
-    at least one row), holding as many leading batches as fit beside one batch evaluated
-    again on each pass (none is evaluated again when the whole triangle fits, about half the
-    blocks' memory). MemoryError when not even one row fits. ``device="cuda"``: the blocks are
+    (``max_memory``, else half the available memory), else as ``plan_exact_blocks`` says.
+    MemoryError when not even one row of blocks fits. ``device="cuda"``: the blocks are
     evaluated and reduced on the GPU on each pass (``DeviceExactFeatures``)."""
     p = kernel_params
     if device == "cuda":
@@ -311,24 +333,13 @@ def exact_features(Z, pooling, kernel_params, *, n_jobs=None, backend="auto", ma
                                     device=device)
 
     n, Q = Z.shape[0], pooling.n_windows
-    block_bytes = Q * Q * Z.dtype.itemsize
-    row_bytes = n * block_bytes
     budget = memory_budget(max_memory)
-    if budget is None or n * row_bytes <= budget:
+    plan = plan_exact_blocks(n, Q, Z.dtype.itemsize, budget)
+    if plan is None:
         return ExactFeatures(blocks(Z, budget=budget))
-    batch_rows = int(max(1, min(-(-n // TRIANGLE_BATCHES),
-                                min(STREAM_BATCH_BYTES, budget // 4) // row_bytes)))
+    batch_rows, n_cached, _ = plan
     check_allocation((batch_rows, n, Q, Q), Z.dtype, "one batch of kernel block rows",
                      max_memory=budget,
                      advice="Use explicit features (features='nystroem') or fewer images.")
-    batch_bytes = [min(batch_rows, n - s) * (n - s) * block_bytes for s in range(0, n, batch_rows)]
-    n_cached, held = 0, 0
-    while n_cached < len(batch_bytes):
-        # the held batches, this one, and the next one evaluated on each pass if any
-        after = batch_bytes[n_cached + 1] if n_cached + 1 < len(batch_bytes) else 0
-        if held + batch_bytes[n_cached] + after > budget:
-            break
-        held += batch_bytes[n_cached]
-        n_cached += 1
     return ExactFeatures.by_batches(n, Q, lambda start, stop: blocks(Z[start:stop], Z[start:]),
                                     batch_rows, n_cached)

@@ -15,7 +15,7 @@ from ._validation import check_choice, check_float, check_int
 from .certificate import Certificate, primal_objective
 from .feature_maps import LANDMARKS, LinearMap, NystroemMap, RandomFourierMap
 from .features import (ExactFeatures, ExplicitFeatures, cross_from_blocks, device_cross,
-                       exact_features)
+                       exact_features, plan_exact_blocks)
 from .kernels import check_kernel_inputs, max_patch_norm, pooled_kernel_blocks, resolve_kernel
 from .losses import LOSSES, get_loss
 from .patches import as_images, extract_patches, patch_grid_shape
@@ -209,15 +209,19 @@ def _check_admm_expansions(n, Q, T, max_memory):
 
 
 def choose_features(n, Q, max_memory):
-    """The back-end for features="auto" and the reason, for verbose output."""
+    """The back-end for features="auto" and the reason, for verbose output: exact while n is
+    small and its blocks, or at least their upper triangle, fit the memory budget (no block
+    evaluated again on each pass)."""
     budget = memory_budget(max_memory)
     exact_bytes = _exact_block_bytes(n, Q)
     if n > EXACT_MAX_SAMPLES:
         return "nystroem", f"auto: n={n} > {EXACT_MAX_SAMPLES}"
-    if budget is not None and exact_bytes > budget:
-        return "nystroem", (f"auto: exact would take {exact_bytes / 2**30:.2f} GiB > budget "
-                            f"{budget / 2**30:.2f} GiB")
-    return "exact", f"auto: {exact_bytes / 2**30:.2f} GiB fits the budget"
+    plan = plan_exact_blocks(n, Q, 8, budget)
+    if plan is not None and plan[1] < plan[2]:
+        return "nystroem", (f"auto: exact would take {exact_bytes / 2**30:.2f} GiB (about half "
+                            f"of it for their upper triangle) > budget {budget / 2**30:.2f} GiB")
+    how = "" if plan is None else " as their upper triangle"
+    return "exact", f"auto: {exact_bytes / 2**30:.2f} GiB of blocks fit the budget{how}"
 
 
 def _feature_map(features, kp, pooling, Z, n_components, landmarks, random_state, n_jobs,
