@@ -142,3 +142,27 @@ def test_a_budget_below_one_row_of_blocks_is_refused(patches):
     with pytest.raises(MemoryError, match="max_memory: one batch of kernel block rows"):
         dccnn.fit_layer(X, y, patch_size=PATCH, features="exact", solver="dual",
                         max_memory=100 * 2**10)
+
+
+def test_passes_that_evaluate_blocks_run_numpy_blas_on_one_thread(patches):
+    # numpy's BLAS workers busy-wait after each GEMM and would take the cores from the
+    # core's OpenMP threads evaluating the next batch (bench/README.md)
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    pooling = make_pooling(GRID, POOL, None)
+    Q = pooling.n_windows
+    params = resolve_kernel("rbf", patches.shape[2], gamma=0.1)
+    beta = np.ones((N, 2))
+    with threadpool_limits(limits=2, user_api="blas"):
+        seen = []
+        streamed = exact_features(patches, pooling, params, max_memory=4 * N * Q * Q * 8)
+        evaluate = streamed.evaluate_rows
+        streamed.evaluate_rows = lambda start, stop: seen.append(blas_threads()) or evaluate(
+            start, stop)
+        streamed.cross(beta)
+        streamed.trace_gram()
+        assert seen and all(threads == [1] * len(threads) for threads in seen)
+        assert set(blas_threads()) == {2}  # restored after the pass

@@ -52,7 +52,15 @@ def blas_single_thread():
     with the core's OpenMP kernels (the exact back-end's passes that evaluate blocks again).
     An OpenBLAS pool's workers busy-wait after a call and take the cores from the OpenMP
     threads that follow: at n = 1000 on two cores such a pass took 3.2-3.8 s with numpy's
-    BLAS on two threads and 2.15 s on one (bench/README.md)."""
-    from threadpoolctl import threadpool_limits
+    BLAS on two threads and 2.15 s on one (bench/README.md). The controller is made once:
+    finding the libraries takes 3 ms, limiting them 0.03 ms, and a fit makes hundreds of
+    passes."""
+    global _blas_controller
+    if _blas_controller is None:
+        from threadpoolctl import ThreadpoolController
 
-    return threadpool_limits(limits=1, user_api="blas")
+        _blas_controller = ThreadpoolController()
+    return _blas_controller.limit(limits=1, user_api="blas")
+
+
+_blas_controller = None  # the libraries loaded with numpy and scipy, found at the first use
