@@ -3,6 +3,7 @@ the compiled core gives the same results from several Python threads at once, ne
 OpenBLAS's threads, and stops within a second on Ctrl-C."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -352,3 +353,21 @@ def test_a_constant_beyond_the_solvers_range_is_refused_naming_it():
     with pytest.raises(ValueError, match="^constant: 1e\\+300 is added to every kernel value"):
         dccnn.fit_layer(X, [0, 1, 0, 1], patch_size=1, kernel="linear", constant=1e300,
                         features="nystroem", solver="dual", tol=1e-3, random_state=0)
+
+
+@pytest.mark.parametrize("kernel,scale,message", [
+    ("rbf", 1e300, "X: patch norms up to 3e+300 overflow the kernel evaluation"),
+    ("inverse_polynomial", 1.0, "X: inverse_polynomial needs every patch norm <= 1")])
+@pytest.mark.parametrize("max_memory", [None, 2**12])
+def test_fits_that_evaluate_blocks_on_each_pass_name_X_for_bad_patches(kernel, scale, message,
+                                                                       max_memory):
+    # fuzzing found it: under a budget that holds no block, the blocks are first evaluated in
+    # the solver, whose errors named the kernels' internal argument Z1
+    X = np.full((6, 5, 5), scale)
+    X[::2] *= -1
+    y = np.arange(6) % 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the budget's warning
+        with pytest.raises(ValueError, match="^" + re.escape(message)):
+            dccnn.fit_layer(X, y, patch_size=3, kernel=kernel, gamma=0.5, features="exact",
+                            solver="dual", max_memory=max_memory, tol=1e-3)

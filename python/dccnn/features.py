@@ -22,7 +22,7 @@ import numpy as np
 from . import _cuda_backend
 from ._memory import check_allocation, memory_budget
 from ._threads import blas_single_thread
-from .kernels import check_kernel_values, pooled_kernel_blocks
+from .kernels import check_kernel_inputs, check_kernel_values, pooled_kernel_blocks
 
 
 class ExactBackend:
@@ -337,6 +337,7 @@ def exact_features(Z, pooling, kernel_params, *, n_jobs=None, backend="auto", ma
     plan = plan_exact_blocks(n, Q, Z.dtype.itemsize, budget)
     if plan is None:
         return ExactFeatures(blocks(Z, budget=budget))
+    check_kernel_inputs(p, Z.dtype, {"Z": Z})  # now, not at the first batch evaluated in a pass
     batch_rows, n_cached, _ = plan
     check_allocation((batch_rows, n, Q, Q), Z.dtype, "one batch of kernel block rows",
                      max_memory=budget,

@@ -411,6 +411,8 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
             _solve_and_recover(layer, feats, Z, Y, lossobj, mu, K, pooling, features, solver,
                                tol, max_iter, max_filters, warm_start, progress, random_state,
                                backend, handover)
+    except ValueError as exc:  # blocks evaluated again on each pass check their patches there
+        raise_naming_X(exc)
     finally:
         progress.close()
     layer.fit_time_ = time.perf_counter() - t_start
