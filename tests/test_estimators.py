@@ -135,7 +135,7 @@ def test_auto_back_end_follows_the_memory_budget(digits):
     spec = dict(patch_size=3, pool_size=2, gamma="median", C=0.3, tol=1e-3, random_state=0)
     assert dccnn.fit_layer(X, y, features="auto", **spec).features == "exact"
     # the exact blocks take 100^2 * 9^2 * 8 bytes = 6.5 MB; their upper triangle in batches of
-    # 2 rows (100 / 64 rounded up), 100 * 101 / 2 + 50 blocks of 648 bytes, 3.3 MB
+    # 4 rows (100 / 32 rounded up), 4 * (100 + 96 + ... + 4) = 5200 blocks of 648 bytes, 3.4 MB
     half = dccnn.fit_layer(X, y, features="auto", max_memory=4 * 2**20, **spec)
     assert half.features == "exact"
     small = dccnn.fit_layer(X, y, features="auto", max_memory=3 * 2**20, n_components=50, **spec)

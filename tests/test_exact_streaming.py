@@ -50,8 +50,8 @@ def patches():
 # 36 = 270 held, the next (27) fits beside them, a sixth would leave 315 + 18 > 312; 14 rows
 # hold the triangle (324 with the blocks among a batch's own rows twice). N rows hold all.
 @pytest.mark.parametrize("budget_rows,min_batches,batch_rows,n_cached", [
-    (1, 64, 1, 0), (4, 64, 1, 3), (8, 64, 1, 8), (12, 64, 1, 18), (13, 64, 1, 24),
-    (8, 4, 2, 3), (13, 4, 3, 5), (14, 4, 3, 8), (23, 4, 5, 5), (N, 64, None, 0)])
+    (1, 32, 1, 0), (4, 32, 1, 3), (8, 32, 1, 8), (12, 32, 1, 18), (13, 32, 1, 24),
+    (8, 4, 2, 3), (13, 4, 3, 5), (14, 4, 3, 8), (23, 4, 5, 5), (N, 32, None, 0)])
 def test_blocks_held_under_a_budget_give_the_products_of_all_blocks(patches, monkeypatch,
                                                                      budget_rows, min_batches,
                                                                      batch_rows, n_cached):

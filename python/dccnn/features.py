@@ -285,9 +285,11 @@ def scores_from_cross(H, S):
 # the budget, the rest holds batches): a few large GEMMs per pass.
 STREAM_BATCH_BYTES = 128 * 2**20
 # The upper triangle of the blocks comes in at least this many batches of rows: a batch holds
-# the blocks among its own rows twice, n^2 / (2 TRIANGLE_BATCHES) blocks more in all, 1/64 of
-# the triangle's n^2 / 2.
-TRIANGLE_BATCHES = 64
+# the blocks among its own rows twice, n^2 / (2 TRIANGLE_BATCHES) blocks more in all, 1/32 of
+# the triangle's n^2 / 2. More batches of fewer rows hold less twice but make slower passes:
+# each batch's GEMM writes K n Q^2 numbers for its rows' m n Q^2 (n = 1000, Q = 16, K = 10:
+# 0.35 s a pass with 64 batches, 0.28 s with 32, 0.23 s for all blocks; bench/README.md).
+TRIANGLE_BATCHES = 32
 
 
 def plan_exact_blocks(n, Q, itemsize, budget):
