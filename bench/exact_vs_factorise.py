@@ -64,7 +64,7 @@ def worker(method, n, tol, budget):
         feats = exact_features(Z, pooling, params,
                                max_memory=None if budget >= 1 else int(budget * blocks_bytes))
         setup = time.perf_counter() - start
-        held = f"{feats.pairs_held / (n * (n + 1) // 2):.0%}"
+        held = f"{feats.held_share:.0%}"
         if method == "exact-alm":
             cert = solve_dual(feats, Y, loss, tol=tol, max_iter=100).certificate
         else:

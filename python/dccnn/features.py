@@ -86,15 +86,15 @@ class ExactFeatures(ExactBackend):
         return self.blocks is None and len(self.cached) * self.batch_rows < self.n
 
     @property
-    def pairs_held(self):
-        """Distinct image pairs (i <= j) whose blocks are held."""
+    def held_share(self):
+        """The share of the distinct image pairs (i <= j) whose blocks are held."""
         if self.blocks is not None:
-            return self.n * (self.n + 1) // 2
+            return 1.0
         n, held = self.n, 0
         for k in range(len(self.cached)):
             start, stop = k * self.batch_rows, min(n, (k + 1) * self.batch_rows)
             held += (stop - start) * (n - start) - (stop - start) * (stop - start - 1) // 2
-        return held
+        return held / (n * (n + 1) // 2)
 
     def pieces(self):
         """Every block K_ij once, as (I, J, blocks, transposed) over ranges of images I, J:

@@ -384,7 +384,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
         raise_naming_X(exc)
     streamed = isinstance(feats, ExactFeatures) and feats.streamed
     held_note = "" if not streamed else (
-        f"the blocks of {feats.pairs_held / (n * (n + 1) // 2):.0%} of the image pairs are held")
+        f"the blocks of {feats.held_share:.0%} of the image pairs are held")
     if streamed:
         # the ALM dual makes about ten times ADMM's passes (bench/README.md)
         alm_note = "" if solver != "dual" else (
@@ -399,7 +399,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
         what = f"{features} ({'Q=%d' % pooling.n_windows}" + (
             f", m={feats.m})" if features != "exact" else
             ", blocks evaluated and reduced on the GPU on each pass)" if device == "cuda" else
-            ")" if not isinstance(feats, ExactFeatures) or feats.blocks is not None else
+            ")" if feats.blocks is not None else
             ", the upper triangle of the blocks held by batches of rows)" if not streamed else
             f", {held_note}, the rest evaluated on each pass)")
         print(f"[dccnn] layer: n={n}, K={K}, T={T}, features {what}{' ' + auto_note if auto_note else ''}, solver {solver}, "
