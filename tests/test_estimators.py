@@ -23,7 +23,8 @@ FAST = [dccnn.LayerSpec(patch_size=3, padding=1, pool_size=2, gamma="median", C=
                         features="nystroem", n_components=60, solver="auto", tol=1e-3)]
 
 
-@parametrize_with_checks([dccnn.DCCNNClassifier(), dccnn.DCCNNRegressor()])
+@parametrize_with_checks([dccnn.DCCNNClassifier(), dccnn.DCCNNClassifier(loss="logistic"),
+                          dccnn.DCCNNRegressor()])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -127,6 +128,61 @@ def test_verbose_output_and_callback(digits, capsys):
     assert list(its) == sorted(its) and list(times) == sorted(times)
     assert set(layers) == {0}
     assert gaps[-1] == pytest.approx(clf.network_.layers_[0].solver_gap_)
+
+
+def test_predict_proba_of_the_logistic_loss(digits):
+    """One-vs-rest sigmoids of the scores, normalised over the classes (explicit formula), in
+    the order of classes_, consistent with predict, and informative on held-out digits."""
+    X, y = digits
+    labels = np.array(list("abcdefghij"))[y]
+    clf = dccnn.DCCNNClassifier(FAST, image_shape=(8, 8), loss="logistic", C=3.0,
+                                random_state=0).fit(X[:300], labels[:300])
+    F = clf.decision_function(X[300:600])
+    sig = 1.0 / (1.0 + np.exp(-F))
+    P = clf.predict_proba(X[300:600])
+    np.testing.assert_allclose(P, sig / sig.sum(axis=1, keepdims=True), rtol=1e-12)
+    np.testing.assert_allclose(clf.predict_log_proba(X[300:600]), np.log(P), rtol=1e-12)
+    np.testing.assert_array_equal(clf.classes_[P.argmax(axis=1)], clf.predict(X[300:600]))
+    # the log loss of the held-out images, against log(10) = 2.30 for a uniform guess
+    held_out = -np.mean(np.log(P[np.arange(300), y[300:600]]))
+    assert held_out < 0.6, held_out
+
+
+def test_predict_proba_of_two_classes(digits):
+    X, y = digits
+    keep = np.isin(y, (3, 8))
+    X2, y2 = X[keep][:160], np.where(y[keep][:160] == 8, "eight", "three")
+    clf = dccnn.DCCNNClassifier(FAST, image_shape=(8, 8), loss="logistic",
+                                random_state=0).fit(X2, y2)
+    F = clf.decision_function(X2)
+    P = clf.predict_proba(X2)
+    assert list(clf.classes_) == ["eight", "three"] and F.shape == (160,)
+    np.testing.assert_allclose(P[:, 1], 1.0 / (1.0 + np.exp(-F)), rtol=1e-12)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-14)
+    np.testing.assert_array_equal(clf.classes_[P.argmax(axis=1)], clf.predict(X2))
+
+
+def test_probabilities_of_scores_far_below_zero():
+    """Where every class's sigmoid underflows, the normalised probabilities are still those
+    of the formula (shifted by hand here: sigmoid(f) = exp(f) there)."""
+    F = np.array([[-1000.0, -1001.0, -1003.0], [800.0, -800.0, 0.0]])
+    P = np.exp(dccnn.estimators.ovr_log_proba(F))
+    e = np.exp([0.0, -1.0, -3.0])
+    np.testing.assert_allclose(P[0], e / e.sum(), rtol=1e-12)
+    np.testing.assert_allclose(P[1], [1 / 1.5, 0.0, 0.5 / 1.5], rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(np.exp(dccnn.estimators.ovr_log_proba(np.array([-800.0, 800.0]))),
+                               [[1.0, 0.0], [0.0, 1.0]], atol=1e-300)
+
+
+def test_margin_losses_have_no_predict_proba(digits):
+    X, y = digits
+    clf = dccnn.DCCNNClassifier(FAST, image_shape=(8, 8), random_state=0)
+    assert not hasattr(clf, "predict_proba")  # as GridSearchCV and VotingClassifier ask
+    clf.fit(X[:100], y[:100])
+    with pytest.raises(AttributeError, match="no attribute 'predict_proba'") as info:
+        clf.predict_proba(X[:5])
+    assert "only a classifier fitted with loss='logistic'" in str(info.value.__cause__)
+    assert "loss='squared_hinge'" in str(info.value.__cause__)
 
 
 def test_auto_back_end_follows_the_memory_budget(digits):

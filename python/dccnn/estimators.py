@@ -11,7 +11,9 @@ import functools
 import math
 
 import numpy as np
+from scipy.special import log_expit, logsumexp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 from threadpoolctl import threadpool_limits
@@ -163,6 +165,25 @@ class _DCCNNBase(BaseEstimator):
         return tags
 
 
+def ovr_log_proba(F):
+    """Log class probabilities from one-vs-rest logistic scores F, (n,) for two classes or
+    (n, K): P(y = c) = sigmoid(F_c) normalised over the classes (scikit-learn's convention for
+    one-vs-rest logistic regression), in log space so that scores far below zero for every
+    class still give probabilities summing to 1."""
+    if F.ndim == 1:
+        return np.column_stack([log_expit(-F), log_expit(F)])
+    L = log_expit(F)
+    return L - logsumexp(L, axis=1, keepdims=True)
+
+
+def _has_logistic_loss(estimator):
+    if estimator.loss != "logistic":
+        loss = estimator.loss or estimator._loss_default
+        raise AttributeError(f"predict_proba: only a classifier fitted with loss='logistic' "
+                             f"models probabilities (this one has loss={loss!r})")
+    return True
+
+
 class DCCNNClassifier(ClassifierMixin, TransformerMixin, _DCCNNBase):
     """Convexified CNN classifier (one-vs-rest, certified duality gap per layer).
 
@@ -173,7 +194,8 @@ class DCCNNClassifier(ClassifierMixin, TransformerMixin, _DCCNNBase):
     evaluation on the GPU), ``callback(iteration, gap, elapsed,
     layer=k)``, ``random_state``, ``n_jobs``, ``verbose``.
     Attributes: ``classes_``, ``n_features_in_``, ``network_``, ``n_filters_`` (per layer),
-    ``gap_`` (last layer), ``fit_time_``.
+    ``gap_`` (last layer), ``fit_time_``. ``predict_proba`` and ``predict_log_proba`` exist
+    with ``loss="logistic"`` only: the margin losses model no probabilities.
     """
 
     _loss_default = "squared_hinge"
@@ -199,6 +221,18 @@ class DCCNNClassifier(ClassifierMixin, TransformerMixin, _DCCNNBase):
         F = self.decision_function(X)
         idx = (F > 0).astype(int) if F.ndim == 1 else np.argmax(F, axis=1)
         return self.classes_[idx]
+
+    @available_if(_has_logistic_loss)
+    def predict_log_proba(self, X):
+        """Log of ``predict_proba``: (n, n_classes), only with ``loss="logistic"``."""
+        return ovr_log_proba(self.decision_function(X))
+
+    @available_if(_has_logistic_loss)
+    def predict_proba(self, X):
+        """Class probabilities (n, n_classes), columns in the order of ``classes_``, only with
+        ``loss="logistic"``: each class's sigmoid of its one-vs-rest score, normalised over
+        the classes (two classes: sigmoid(f) and 1 - sigmoid(f))."""
+        return np.exp(self.predict_log_proba(X))
 
 
 class DCCNNRegressor(RegressorMixin, TransformerMixin, _DCCNNBase):
