@@ -9,7 +9,9 @@
 #    reductions on the device, fits on device="cuda");
 # 3. bench/cuda_fit.py: whole exact fits on the CPU core and on the GPU, same process;
 # 4. bench/cuda_kernel_blocks.py: block throughput against the GPU's peak;
-# 5. bench/kernel_matrix.py on all the machine's cores (issue 2's 15x over numpy).
+# 5. bench/kernel_matrix.py on all the machine's cores (issue 2's 15x over numpy);
+# 6. last, with what time is left: compute-sanitizer (memcheck, then racecheck on the shared
+#    memory tiles) over a few small GPU tests of the blocks and their device reductions.
 # The log goes to $OUT/gpu_session.log when OUT is set (the device tool's output folder).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -48,4 +50,17 @@ timeout 90 $PY bench/cuda_kernel_blocks.py
 
 step "bench/kernel_matrix.py on $(nproc) cores (numpy with its own OpenBLAS kernels)"
 timeout 90 env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $PY bench/kernel_matrix.py
+
+step "compute-sanitizer: memcheck and racecheck on small GPU tests"
+sanitize() {  # tool, time limit, tests (-k expression)
+  timeout "$2" compute-sanitizer --tool "$1" --error-exitcode 9 --print-limit 20 \
+    $PY -m pytest -q -x -p no:cacheprovider tests/test_cuda.py -m cuda -k "$3" 2>&1 | tail -25
+  echo "compute-sanitizer --tool $1: exit ${PIPESTATUS[0]} (9: errors found, 124: out of time)"
+}
+if command -v compute-sanitizer >/dev/null; then
+  sanitize memcheck 120 "(reduced_on_the_device and 3-nonsym) or (in_batches and nonsym) or several_tiles"
+  sanitize racecheck 60 "reduced_on_the_device and 1-sym-pool2-f32"
+else
+  echo "compute-sanitizer not found"
+fi
 step "done"
