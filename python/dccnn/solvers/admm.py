@@ -97,10 +97,11 @@ def admm(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None, alpha0=Non
     history = []
     start = time.perf_counter()
     it = 0
+    FB = space.scores(B)  # then those the primal objective took of each new B
     for it in range(1, max_iter + 1):
         # Z = B - U is never formed: the iterates are large on the exact back-end (n Q x T, two
         # arrays), so each line below is one pass (space.combine) over its terms
-        lin = np.ascontiguousarray(inner_linear_term(loss, Y, space.scores(B) - space.scores(U)))
+        lin = np.ascontiguousarray(inner_linear_term(loss, Y, FB - space.scores(U)))
         space.solve(core, lin, a, LOSS_KIND[loss.name], loss.C / rho, INNER_TOL,
                     INNER_MAX_EPOCHS, seed + it)
         step = space.step(a)  # A - Z, so A = B_old - U_old + step
@@ -113,7 +114,8 @@ def admm(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None, alpha0=Non
             B, s = B / (1.0 + mu / rho), s / (1.0 + mu / rho)
         U = space.combine((1.0, X), (-1.0, B))  # U_old + A_relaxed - B
 
-        primal = primal_objective(s**2, space.scores(B), Y, loss, mu)
+        FB = space.scores(B)
+        primal = primal_objective(s**2, FB, Y, loss, mu)
         alpha = rho * a
         dual, scale = dual_objective(alpha, Y, scipy.linalg.eigvalsh(rho * rho * space.gram(step)),
                                      loss, mu)
