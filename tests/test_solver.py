@@ -301,6 +301,39 @@ def test_admm_warm_start_along_a_path_of_C(features):
     assert warm.history_[0][1] < 0.1 * cold.history_[0][1]
 
 
+@pytest.mark.parametrize("solver", ["admm", "factored", "primal"])
+def test_warm_start_from_another_feature_map_starts_from_its_dual_point(solver):
+    """A layer fitted with 20 Nystroem components warm-starts a fit with 30: its A (20 x T)
+    cannot start this fit's primal (once a crash deep in the solver), so the solver starts
+    from its dual point alone and reaches the cold fit's optimum."""
+    X, y = make_problem("squared_hinge", 3, 4)
+    common = dict(patch_size=3, pool_size=2, kernel="rbf", gamma=0.3, features="nystroem",
+                  solver=solver, C=0.5, tol=1e-6, random_state=0)
+    first = dccnn.fit_layer(X, y, n_components=20, **common)
+    cold = dccnn.fit_layer(X, y, n_components=30, **common)
+    warm = dccnn.fit_layer(X, y, n_components=30, warm_start=first, **common)
+    assert first.A_.shape[0] == 20 and warm.A_.shape == cold.A_.shape
+    assert warm.gap_ <= 1e-6 and cold.gap_ <= 1e-6
+    assert abs(warm.primal_objective_ - cold.primal_objective_) <= 2e-6 * cold.primal_objective_
+
+
+@pytest.mark.parametrize("features,solver", [("exact", "dual"), ("exact", "admm"),
+                                             ("nystroem", "dual")])
+def test_warm_start_from_other_data_is_rejected_naming_it(features, solver):
+    X, y = make_problem("squared_hinge", 3, 4)
+    common = dict(patch_size=3, pool_size=2, kernel="rbf", gamma=0.3, features=features,
+                  n_components=20, solver=solver, C=0.5, tol=1e-4, random_state=0)
+    first = dccnn.fit_layer(X[:30], y[:30], **common)
+    with pytest.raises(ValueError, match="warm_start: the layer was fitted on 30 images with "
+                                         "3 outputs; this fit has 36 images and 3 outputs"):
+        dccnn.fit_layer(X, y, warm_start=first, **common)
+    two = np.where(y == 0, 0, 1)  # two classes: one output
+    with pytest.raises(ValueError, match="this fit has 30 images and 1 outputs"):
+        dccnn.fit_layer(X[:30], two[:30], warm_start=first, **common)
+    with pytest.raises(TypeError, match="warm_start: expected a fitted ConvexLayer"):
+        dccnn.fit_layer(X, y, warm_start=first.alpha_, **common)
+
+
 def test_max_iter_warns_with_the_gap():
     X, y = make_problem("squared_hinge", 3, 5)
     with pytest.warns(ConvergenceWarning, match="duality gap"):

@@ -288,7 +288,9 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     network is recovered from the solution (SPEC §4). The fit stops when the relative duality
     gap is at most ``tol`` or after ``max_iter`` iterations (then with a ConvergenceWarning
     stating the gap). ``warm_start``: a previously fitted layer on the same data (e.g. along a
-    path of C values) whose dual variables and multiplier start the solver.
+    path of C values) whose dual variables and multiplier start the solver; its primal point
+    starts the primal solvers and ADMM where its shape fits this fit's features (not after a
+    change of ``n_components`` or of the pooling).
     """
     t_start = time.perf_counter()
     C = check_float(C, "C", minimum=0, exclusive=True)
@@ -318,6 +320,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     Xi = as_images(X)
     n = Xi.shape[0]
     Y, classes = encode_targets(y, n, lossobj)
+    check_warm_start(warm_start, Y.shape)
     patch_size = check_int(patch_size, "patch_size", minimum=1)
     if patch_size > min(Xi.shape[2:]) + 2 * check_int(padding, "padding", minimum=0):
         raise ValueError(f"patch_size: a {patch_size}x{patch_size} patch does not fit the "
@@ -431,14 +434,31 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     return layer
 
 
-def _primal_warm_start(warm_start, features, n, T):
-    """The A of a previous fit on the same data, for the solvers of A: the explicit matrix A_,
-    or on the exact back-end the pair (beta, S) of A = G(beta) S (filters G(beta) F, linear
-    weights W: S = F W)."""
+def check_warm_start(warm_start, shape):
+    """TypeError/ValueError naming warm_start unless it is None or a fitted layer whose dual
+    variables have this fit's shape (n images, K outputs): every solver starts from them."""
+    if warm_start is None:
+        return
+    if not isinstance(warm_start, ConvexLayer):
+        raise TypeError("warm_start: expected a fitted ConvexLayer (the result of fit_layer), "
+                        f"got {type(warm_start).__name__}")
+    alpha = getattr(warm_start, "alpha_", None)
+    if alpha is None or alpha.shape != shape:
+        fitted = "is not fitted" if alpha is None else \
+            f"was fitted on {alpha.shape[0]} images with {alpha.shape[1]} outputs"
+        raise ValueError(f"warm_start: the layer {fitted}; this fit has {shape[0]} images and "
+                         f"{shape[1]} outputs (a warm start comes from a fit on the same data)")
+
+
+def _primal_warm_start(warm_start, feats, n, T):
+    """The A of a previous fit on the same data, for the solvers of A: the explicit matrix A_
+    (where its shape fits feats), or on the exact back-end the pair (beta, S) of A = G(beta) S
+    (filters G(beta) F, linear weights W: S = F W)."""
     if warm_start is None:
         return None
-    if features != "exact":
-        return getattr(warm_start, "A_", None)
+    if feats.kind == "explicit":
+        A = getattr(warm_start, "A_", None)
+        return A if A is not None and A.shape == (feats.m, T) else None
     support = getattr(warm_start, "support_", None)
     if support is None or warm_start.filter_coef_.shape[0] != T or \
             (support.size and support.max() >= n):
@@ -470,11 +490,10 @@ def _solve_and_recover(layer, feats, Z, Y, lossobj, mu, K, pooling, features, so
     fallback = primal_point = None
     history = []
     if solver in EXPLICIT_SOLVERS or solver == "admm":
-        A0 = _primal_warm_start(warm_start, features, Y.shape[0], pooling.n_windows * K)
+        A0 = _primal_warm_start(warm_start, feats, Y.shape[0], pooling.n_windows * K)
         run = {"primal": fista, "factored": factored_primal, "admm": admm}[solver]
         alpha0 = None
-        if warm_start is not None and getattr(warm_start, "alpha_", None) is not None and \
-                warm_start.alpha_.shape == Y.shape:
+        if warm_start is not None:  # (its alpha_ has Y's shape: check_warm_start)
             alpha0 = warm_start.alpha_ / warm_start.dual_scale_  # its feasible rescaling
         extra = {"primal": {}, "factored": {"random_state": random_state},
                  "admm": {"random_state": random_state, "backend": backend,
