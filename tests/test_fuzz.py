@@ -426,14 +426,22 @@ def fit_layer_cases(draw):
         # in part or evaluated again on each pass (or refuse the fit naming max_memory)
         max_memory=draw(st.sampled_from([None, None, 2**12, 2**14, 2**16])),
     )
+    # a warm start from a fit of the same images, of one image fewer (an error naming
+    # warm_start) or with another number of Nystroem components (its A cannot start this fit)
+    warm = draw(mostly([None, None, "same", "other n_components"], ["fewer images"]))
     fit_args = frozenset({"X", "y", "patch_size", "stride", "padding", "pool_size",
                           "pool_stride", "kernel", "gamma", "degree", "coef0", "constant",
                           "C", "mu", "loss", "features", "n_components", "landmarks",
-                          "solver", "tol",
+                          "solver", "tol", "warm_start",
                           "max_iter", "random_state", "max_memory", "grid_shape"})
 
     def call(X):
-        layer = dccnn.fit_layer(X, y, **kw)
+        start = None
+        if warm is not None:
+            m = n - 1 if warm == "fewer images" else n
+            other = {"n_components": 5} if warm == "other n_components" else {}
+            start = dccnn.fit_layer(X[:m], y[:m], **{**kw, **other})
+        layer = dccnn.fit_layer(X, y, warm_start=start, **kw)
         certificate = np.array([layer.primal_objective_, layer.dual_objective_, layer.gap_])
         return layer.alpha_, layer.decision_function(X), certificate
 
@@ -450,7 +458,8 @@ def fit_layer_cases(draw):
         _check_array(F, (n, K), np.float64)
         assert np.isfinite(certificate).all(), certificate
 
-    return Case("fit_layer", call, {"X": X}, fit_args, check, draw(LAYOUT), kw)
+    return Case("fit_layer", call, {"X": X}, fit_args, check, draw(LAYOUT),
+                dict(kw, warm_start=warm))
 
 
 # ---------------------------------------------------------------------------------------------
