@@ -410,9 +410,18 @@ def fit_layer_cases(draw):
                   else mostly(["dual", "admm"], ["primal"]))
     kw = dict(
         patch_size=draw(ints([1, 2, 3], invalid=(0, 9, None))),
+        # (the geometry and kernel options below are drawn valid: test_validation has their
+        # bad values, and every invalid draw here costs a fit its valid paths)
+        stride=draw(st.sampled_from([1, 1, 1, 2])),
+        padding=draw(st.sampled_from([0, 0, 0, 1])),
         pool_size=draw(mostly([None, 1, 2], [9])),
-        kernel=draw(st.sampled_from(["rbf", "rbf", "linear", "polynomial"])),
+        pool_stride=draw(st.sampled_from([None, None, 1, 2])),
+        kernel=draw(st.sampled_from(["rbf", "rbf", "linear", "polynomial", "inverse_polynomial"])),
         gamma=draw(st.sampled_from([None, 0.5, 1e300, 1e-300])),
+        degree=draw(st.sampled_from([2, 3])),
+        coef0=draw(st.sampled_from([1.0, 0.0])),
+        constant=draw(st.sampled_from([0.0, 0.0, 1.0])),
+        max_filters=draw(mostly([None, None, 1, 2], [0])),
         normalize_patches=draw(st.booleans()),
         C=draw(mostly([1.0, 10.0, 1e-300, 1e300], [0.0, np.nan])),
         mu=draw(mostly([0.0, 0.1], [-1.0])),
@@ -432,7 +441,7 @@ def fit_layer_cases(draw):
     fit_args = frozenset({"X", "y", "patch_size", "stride", "padding", "pool_size",
                           "pool_stride", "kernel", "gamma", "degree", "coef0", "constant",
                           "C", "mu", "loss", "features", "n_components", "landmarks",
-                          "solver", "tol", "warm_start",
+                          "solver", "tol", "warm_start", "max_filters",
                           "max_iter", "random_state", "max_memory", "grid_shape"})
 
     def call(X):
