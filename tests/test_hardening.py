@@ -302,14 +302,13 @@ def test_exact_prediction_of_float32_patches_beyond_float32_kernels():
 
 
 def test_exact_prediction_with_no_support_image_is_zero():
-    """mu > 0 and a linear kernel of ~1e60: the recovered beta is 0 for every image, so
-    every filter (and score) is the zero function, not an error about an empty Z2."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # max_iter=5: a ConvergenceWarning
-        layer = dccnn.fit_layer(HUGE, [0, 1], patch_size=1, kernel="linear", mu=0.1,
-                                features="exact", solver="dual", tol=1e-3, max_iter=5,
-                                random_state=0)
-    assert layer.support_.size == 0
+    """Zero targets: ADMM's first step is exact, alpha = 0, so the recovered beta is 0 for
+    every image and every filter (and score) is the zero function, not an error about an
+    empty Z2. (Found on the smoothed dual with a linear kernel of ~1e60, whose start at an
+    infeasible point drove alpha to 0; it now starts feasible.)"""
+    layer = dccnn.fit_layer(HUGE, np.zeros(2), loss="squared", patch_size=1, kernel="linear",
+                            mu=0.1, features="exact", solver="admm", tol=1e-3, random_state=0)
+    assert layer.support_.size == 0 and layer.gap_ == 0.0
     np.testing.assert_array_equal(layer.decision_function(HUGE), np.zeros((2, 1)))
     assert layer.transform(HUGE).shape == (2, layer.n_filters_, 3, 3)
 
@@ -338,17 +337,39 @@ def test_linear_features_whose_values_overflow_are_refused():
 def test_kernel_values_beyond_the_solvers_range_are_refused(kernel, scale):
     """Kernel values near 1e280 are representable, but the solvers sum (n C)^2 of them
     (found by the fuzzer: linear features of patches near 1e150 gave NaN in the ALM);
-    refused naming X. A hundred times smaller passes."""
+    refused naming X."""
     X = np.random.default_rng(0).standard_normal((4, 1, 3, 3))
-    y = [0, 1, 0, 1]
-    common = dict(patch_size=1, kernel=kernel, degree=2, features="nystroem", solver="dual",
-                  tol=1e-3, max_iter=3, random_state=0)
-    with pytest.raises(ValueError, match="^X: its patches give kernel values up to 1e2"):
-        dccnn.fit_layer(X * scale, y, **common)
+    with pytest.raises(ValueError, match="^X: its patches give kernel values up to 1e2.*"
+                                         "would overflow float64"):
+        dccnn.fit_layer(X * scale, [0, 1, 0, 1], patch_size=1, kernel=kernel, degree=2,
+                        features="nystroem", solver="dual", tol=1e-3, random_state=0)
+
+
+SOLVERS_AT_ANY_SCALE = [("exact", "dual", 0.0), ("exact", "dual", 0.1), ("exact", "admm", 0.1),
+                        ("nystroem", "factored", 0.1), ("nystroem", "primal", 0.1),
+                        ("nystroem", "dual", 0.1)]
+
+
+@pytest.mark.parametrize("features,solver,mu", SOLVERS_AT_ANY_SCALE)
+def test_kernel_values_up_to_1e140_fit_and_beyond_are_refused(features, solver, mu):
+    """Linear kernel values of 1e130 give finite certificates on every solver (no solver
+    gets far at that scale: the optimal A is near 1e-65); from 1e150 (the factored primal
+    met NaN from 1e160, the smoothed dual from 1e120 before it started feasible: its dual
+    points, and L-BFGS-B's curvature, reach the square of the kernel) the fit is refused
+    naming X, whatever n and C."""
+    X = np.random.default_rng(0).standard_normal((6, 1, 4, 4))
+    X /= np.sqrt((X[:, :, :3, :3] ** 2).sum(axis=(1, 2, 3))).max()  # the largest patch: norm 1
+    y = np.arange(6) % 3
+    common = dict(patch_size=3, pool_size=2, kernel="linear", mu=mu, features=features,
+                  solver=solver, tol=1e-3, max_iter=30, random_state=0)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # max_iter=3: a ConvergenceWarning
-        layer = dccnn.fit_layer(X * scale * 1e-10, y, **common)
-    assert np.isfinite(layer.primal_objective_)
+        warnings.simplefilter("ignore")  # max_iter=30 may stop short: a ConvergenceWarning
+        layer = dccnn.fit_layer(X * 10.0**65, y, **common)
+    certificate = [layer.primal_objective_, layer.dual_objective_, layer.gap_]
+    assert np.isfinite(certificate).all() and 0.0 <= layer.gap_ <= 1.0, certificate
+    assert np.isfinite(layer.decision_function(X * 10.0**65)).all()
+    with pytest.raises(ValueError, match="^X: .*kernel values up to 1e150 .*beyond the 1e140"):
+        dccnn.fit_layer(X * 10.0**75, y, C=1e-6, **common)
 
 
 def test_a_constant_beyond_the_solvers_range_is_refused_naming_it():

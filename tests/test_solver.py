@@ -301,6 +301,17 @@ def test_admm_warm_start_along_a_path_of_C(features):
     assert warm.history_[0][1] < 0.1 * cold.history_[0][1]
 
 
+def test_smoothed_dual_warm_start_at_its_own_solution_stops_at_once():
+    """mu > 0: the smoothed dual's solution lies outside M(alpha) <= I, where the default start
+    is scaled; a warm start is kept as it is, so at the same C it is already optimal."""
+    X, y = make_problem("squared_hinge", 3, 4)
+    common = dict(patch_size=3, pool_size=2, kernel="rbf", gamma=0.3, features="exact",
+                  solver="dual", mu=0.1, C=0.5, tol=1e-6, random_state=0)
+    first = dccnn.fit_layer(X, y, **common)
+    again = dccnn.fit_layer(X, y, warm_start=first, **common)
+    assert first.n_iter_ > 5 and again.n_iter_ == 1 and again.gap_ <= 1e-6
+
+
 @pytest.mark.parametrize("solver", ["admm", "factored", "primal"])
 def test_warm_start_from_another_feature_map_starts_from_its_dual_point(solver):
     """A layer fitted with 20 Nystroem components warm-starts a fit with 30: its A (20 x T)

@@ -52,6 +52,12 @@ C_RANGE = (1e-12, 1e12)
 # products of dual variables (of size about C) with kernel values, and the solvers' trial
 # points and penalties need room above that in double precision (max about 1.8e308).
 SOLVER_SCALE_LOG10 = 280
+# log10 of the largest kernel value k(z, z) accepted whatever n and C: the primal solvers'
+# dual points grow with the scores (the squared hinge's alpha = 2 C (1 - y f)_+), so M(alpha)
+# and L-BFGS-B's curvature pairs reach k^2. On linear features of scaled patches, mu = 0.1,
+# the factored primal failed from k = 1e160 and FISTA from 1e210 for every n and C tried
+# (bench/fuzz.py and a scan, bench/README.md); every solver passed up to 1e150.
+KERNEL_VALUE_LOG10 = 140
 # Patches sampled for the median heuristic of gamma="median".
 MEDIAN_SAMPLE = 2000
 
@@ -155,8 +161,9 @@ class ConvexLayer:
 
 def check_solver_scale(Z, kp, n, C):
     """ValueError naming X where (n C)^2 times the largest kernel value k(z, z) of the patches
-    Z exceeds 10^SOLVER_SCALE_LOG10: the solvers' sums would overflow float64 (found by
-    bench/fuzz.py: linear features of patches near 1e150 gave NaN in the ALM)."""
+    Z exceeds 10^SOLVER_SCALE_LOG10 (the solvers' sums would overflow float64; found by
+    bench/fuzz.py: linear features of patches near 1e150 gave NaN in the ALM), or k(z, z)
+    itself exceeds 10^KERNEL_VALUE_LOG10."""
     norm = max_patch_norm(Z)
     log_norm2 = 2 * np.log10(norm) if norm > 0 else -np.inf  # log10 max |z|^2
     if kp.kernel == "linear":
@@ -176,6 +183,11 @@ def check_solver_scale(Z, kp, n, C):
         raise ValueError(
             f"X: its patches give kernel values up to 1e{log_k:.0f} ({kp.kernel} kernel); "
             f"{overflow}: rescale the images (or lower C)")
+    if log_k > KERNEL_VALUE_LOG10:
+        raise ValueError(
+            f"X: its patches give kernel values up to 1e{log_k:.0f} ({kp.kernel} kernel), "
+            f"beyond the 1e{KERNEL_VALUE_LOG10} whose squares the solvers' products reach in "
+            "float64: rescale the images")
 
 
 def median_heuristic_gamma(Z, random_state=None):
