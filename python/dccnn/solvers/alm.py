@@ -57,18 +57,22 @@ def box_bounds(loss, size):
     return [(lo, hi)] * size
 
 
-def feasible_start(feats, Y, loss, alpha0, bounds):
+def dual_start(loss, Y, alpha0, bounds):
     """The dual solvers' first point: alpha0 (None: half the KKT point of f = 0, inside the
-    box), clipped to the box and scaled into the feasible set M(alpha) <= I. Scaled, as the
-    set is a ball in the scale of alpha (M is quadratic in it), and the solvers' penalties of
-    M's excess over I grow with its square: at kernel values near 1e120 the smoothed dual's
-    first penalty (about 1e240) overflowed L-BFGS-B's products (bench/fuzz.py)."""
-    n, K = Y.shape
+    box), clipped to the box."""
     if alpha0 is None:
-        alpha0 = 0.5 * loss.kkt_alpha(np.zeros((n, K)), Y) + 1e-3 * loss.C
+        alpha0 = 0.5 * loss.kkt_alpha(np.zeros(Y.shape), Y) + 1e-3 * loss.C
     alpha = np.asarray(alpha0, dtype=np.float64).copy()
     if bounds is not None:
         alpha = np.clip(alpha, bounds[0][0], bounds[0][1])
+    return alpha
+
+
+def into_feasible_set(feats, Y, loss, alpha):
+    """alpha scaled into M(alpha) <= I (a ball in the scale of alpha: M is quadratic in it).
+    The solvers' penalties of M's excess over I grow with its square: at kernel values near
+    1e120 the smoothed dual's first penalty from the unscaled start (about 1e240) overflowed
+    L-BFGS-B's products (bench/fuzz.py)."""
     beta = loss.beta(alpha, Y)
     return alpha / max(1.0, np.sqrt(scipy.linalg.eigvalsh(feats.dual_operator(beta).M)[-1]))
 
@@ -121,7 +125,7 @@ def alm_dual(feats, Y, loss, tracker, *, tol, max_iter, alpha0=None, Sigma0=None
     memory = lbfgs_memory(feats, K)
     # with a large c, psi at a far infeasible point is so large that L-BFGS-B's line search
     # loses the change in psi to rounding
-    alpha = feasible_start(feats, Y, loss, alpha0, bounds)
+    alpha = into_feasible_set(feats, Y, loss, dual_start(loss, Y, alpha0, bounds))
     Sigma = np.zeros((T, T)) if Sigma0 is None else np.array(Sigma0, dtype=np.float64)
     I = np.eye(T)
     last = {}

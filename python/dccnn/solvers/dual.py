@@ -18,7 +18,7 @@ import scipy.linalg
 import scipy.optimize
 
 from ..certificate import Certificate, primal_objective
-from .alm import alm_dual, box_bounds, dual_term_gradient, feasible_start
+from .alm import alm_dual, box_bounds, dual_start, dual_term_gradient, into_feasible_set
 
 
 @dataclass
@@ -105,14 +105,11 @@ def _solve_smoothed(feats, Y, loss, mu, *, tol, max_iter, alpha0, callback, verb
     n, K = Y.shape
     sign = Y if loss.margin else np.ones_like(Y)
     bounds = box_bounds(loss, n * K)
+    alpha = dual_start(loss, Y, alpha0, bounds)
     if alpha0 is None:
-        alpha = feasible_start(feats, Y, loss, None, bounds)
-    else:
         # a warm start stays as it is: the smoothed optimum lies outside the feasible set
         # (M's eigenvalues above 1 are its filters), so scaling it in would undo the start
-        alpha = np.asarray(alpha0, dtype=np.float64)
-        if bounds is not None:
-            alpha = np.clip(alpha, bounds[0][0], bounds[0][1])
+        alpha = into_feasible_set(feats, Y, loss, alpha)
     best = _Tracker()
     history = []
     state = {"evaluations": 0, "iterations": 0, "S": None}
