@@ -395,3 +395,25 @@ def test_fits_that_evaluate_blocks_on_each_pass_name_X_for_bad_patches(kernel, s
         with pytest.raises(ValueError, match="^" + re.escape(message)):
             dccnn.fit_layer(X, y, patch_size=3, kernel=kernel, gamma=0.5, features="exact",
                             solver="dual", max_memory=max_memory, tol=1e-3)
+
+
+def test_recovery_with_one_filter_on_explicit_features_of_one_window():
+    """max_filters=1 on a 2 x 2 patch grid without pooling: the recovery's reduced features
+    (n, Q, r = 1) were a strided view, and its ADMM passed their rows to the core's coordinate
+    descent, which takes C-ordered arrays only (a TypeError from the bindings; found by
+    fuzzing two-layer networks). The recovered layer's primal objective, recomputed from its A
+    and its scores, matches the one it reports."""
+    X = np.random.default_rng(0).standard_normal((10, 1, 3, 3))
+    y = np.arange(10) % 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # max_iter=50 may stop short: a ConvergenceWarning
+        layer = dccnn.fit_layer(X, y, patch_size=2, padding=1, stride=2, kernel="polynomial",
+                                C=0.1, mu=0.1, loss="hinge", features="nystroem",
+                                n_components=5, solver="admm", max_filters=1, tol=1e-3,
+                                max_iter=50, random_state=0)
+    assert layer.n_filters_ == 1
+    Y = np.where(y[:, None] == np.arange(3), 1.0, -1.0)
+    s = np.linalg.svd(layer.A_, compute_uv=False)
+    hinge = np.maximum(0.0, 1.0 - Y * layer.decision_function(X)).sum()
+    np.testing.assert_allclose(layer.primal_objective_, s.sum() + 0.05 * (s**2).sum() + 0.1 * hinge,
+                               rtol=1e-12)

@@ -64,7 +64,9 @@ class ExplicitSpace:
         self.feats = feats
         n, Q, m = feats.psi.shape
         self.shape = (m, Q * K)
-        self.rows = feats.psi.reshape(n, Q * m)
+        # the core's coordinate descent reads C-ordered rows: the recovery's reduced features
+        # (n, Q, r) can be a strided view (one filter, one window), whose reshape stays one
+        self.rows = np.ascontiguousarray(feats.psi.reshape(n, Q * m))
         self.sign = sign
         self.W = np.zeros((K, Q * m))  # W[c] = sum_i sign a x_i: A - Z in the rows' layout
 
