@@ -3,8 +3,8 @@ tests/test_fuzz.py, for many more cases than the test-suite runs.
 
     python bench/fuzz.py [--cases 10000] [--fit-layer-share 0.05] [--seed 0] [--entries ...]
 
-``--cases`` is the total number of cases; ``fit_layer`` (the slow entry point) gets
-``--fit-layer-share`` of them and the other entry points share the rest equally. Prints, per
+``--cases`` is the total number of cases; ``fit_layer`` and ``Network`` (the slow entry
+points) share ``--fit-layer-share`` of them and the other entry points the rest, equally. Prints, per
 entry point, the number of cases and their outcomes: "ok" (a finite result of the right shape
 and dtype, equal across memory layouts), the documented exception types, and "known bug ..."
 for the bugs listed in test_fuzz.KNOWN_BUGS. Exits 1 at the first case that breaks a property
@@ -30,15 +30,19 @@ ENTRY_POINTS = {
     "make_pooling": test_fuzz.make_pooling_cases,
     "ZCAWhitening": test_fuzz.zca_cases,
     "fit_layer": test_fuzz.fit_layer_cases,
+    "Network": test_fuzz.network_cases,
 }
+# The entry points that fit layers: they share --fit-layer-share of the cases.
+SLOW = ("fit_layer", "Network")
 
 
 def cases_per_entry(total, fit_layer_share):
-    n_fit = max(1, round(total * fit_layer_share))
-    others = [name for name in ENTRY_POINTS if name != "fit_layer"]
-    base, extra = divmod(total - n_fit, len(others))
-    counts = {name: base + (i < extra) for i, name in enumerate(others)}
-    counts["fit_layer"] = n_fit
+    n_fit = max(len(SLOW), round(total * fit_layer_share))
+    counts = {}
+    for group, n_group in ((SLOW, n_fit),
+                           ([name for name in ENTRY_POINTS if name not in SLOW], total - n_fit)):
+        base, extra = divmod(n_group, len(group))
+        counts.update({name: base + (i < extra) for i, name in enumerate(group)})
     return counts
 
 

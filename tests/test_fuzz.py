@@ -391,24 +391,13 @@ def zca_cases(draw):
                 dict(eps=eps))
 
 
-@st.composite
-def fit_layer_cases(draw):
-    n = draw(st.integers(2, 6))
-    X = draw(arrays((n, draw(st.sampled_from([1, 2])), draw(st.integers(3, 5)),
-                     draw(st.integers(3, 5)))))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    y_kind = draw(mostly(["binary", "three", "2-d"], ["one-class", "nan"]))
-    if y_kind == "2-d":
-        y = rng.choice([-1.0, 1.0], size=(n, 2))
-    elif y_kind == "nan":
-        y = np.full(n, np.nan)
-    else:
-        y = np.arange(n) % {"binary": 2, "three": 3, "one-class": 1}[y_kind]
+def layer_settings(draw, loss=None):
+    """The keywords of one layer (``LayerSpec``'s fields), mostly valid."""
     features = draw(st.sampled_from(["nystroem", "exact"]))
     # the primal solver needs explicit features: with "exact" it is an invalid combination
     solver = draw(mostly(["dual", "primal", "admm"], ["primal"]) if features == "nystroem"
                   else mostly(["dual", "admm"], ["primal"]))
-    kw = dict(
+    return dict(
         patch_size=draw(ints([1, 2, 3], invalid=(0, 9, None))),
         # (the geometry and kernel options below are drawn valid: test_validation has their
         # bad values, and every invalid draw here costs a fit its valid paths)
@@ -425,24 +414,55 @@ def fit_layer_cases(draw):
         normalize_patches=draw(st.booleans()),
         C=draw(mostly([1.0, 10.0, 1e-300, 1e300], [0.0, np.nan])),
         mu=draw(mostly([0.0, 0.1], [-1.0])),
-        loss=draw(st.sampled_from(["squared_hinge", "squared_hinge", "logistic", "squared"])),
+        loss=loss or draw(st.sampled_from(["squared_hinge", "squared_hinge", "logistic",
+                                           "squared"])),
         features=features, solver=solver,
         n_components=draw(st.sampled_from([None, 3, 8])) if features == "nystroem" else None,
         landmarks=draw(mostly(["uniform", "kmeans++"], ["kmeans"])),
-        tol=1e-3, max_iter=draw(st.sampled_from([5, 20])), random_state=0,
-        backend=draw(BACKEND), n_jobs=1,
-        # small budgets put the exact back-end's blocks in batches of the upper triangle, held
-        # in part or evaluated again on each pass (or refuse the fit naming max_memory)
-        max_memory=draw(st.sampled_from([None, None, 2**12, 2**14, 2**16])),
+        tol=1e-3, max_iter=draw(st.sampled_from([5, 20])),
     )
+
+
+FIT_LAYER_ARGS = frozenset({"X", "y", "patch_size", "stride", "padding", "pool_size",
+                            "pool_stride", "kernel", "gamma", "degree", "coef0", "constant",
+                            "C", "mu", "loss", "features", "n_components", "landmarks",
+                            "solver", "tol", "warm_start", "max_filters",
+                            "max_iter", "random_state", "max_memory", "grid_shape"})
+
+
+def draw_targets(draw, n):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    y_kind = draw(mostly(["binary", "three", "2-d"], ["one-class", "nan"]))
+    if y_kind == "2-d":
+        return rng.choice([-1.0, 1.0], size=(n, 2))
+    if y_kind == "nan":
+        return np.full(n, np.nan)
+    return np.arange(n) % {"binary": 2, "three": 3, "one-class": 1}[y_kind]
+
+
+def n_outputs(y, loss):
+    if y.ndim == 2:
+        return y.shape[1]
+    if loss == "squared":          # regression: 1-d y is one real target
+        return 1
+    n_classes = len(np.unique(y))  # one-vs-rest, two classes in one column
+    return 1 if n_classes == 2 else n_classes
+
+
+@st.composite
+def fit_layer_cases(draw):
+    n = draw(st.integers(2, 6))
+    X = draw(arrays((n, draw(st.sampled_from([1, 2])), draw(st.integers(3, 5)),
+                     draw(st.integers(3, 5)))))
+    y = draw_targets(draw, n)
+    kw = dict(layer_settings(draw), random_state=0, backend=draw(BACKEND), n_jobs=1,
+              # small budgets put the exact back-end's blocks in batches of the upper
+              # triangle, held in part or evaluated again on each pass (or refuse the fit
+              # naming max_memory)
+              max_memory=draw(st.sampled_from([None, None, 2**12, 2**14, 2**16])))
     # a warm start from a fit of the same images, of one image fewer (an error naming
     # warm_start) or with another number of Nystroem components (its A cannot start this fit)
     warm = draw(mostly([None, None, "same", "other n_components"], ["fewer images"]))
-    fit_args = frozenset({"X", "y", "patch_size", "stride", "padding", "pool_size",
-                          "pool_stride", "kernel", "gamma", "degree", "coef0", "constant",
-                          "C", "mu", "loss", "features", "n_components", "landmarks",
-                          "solver", "tol", "warm_start", "max_filters",
-                          "max_iter", "random_state", "max_memory", "grid_shape"})
 
     def call(X):
         start = None
@@ -456,19 +476,40 @@ def fit_layer_cases(draw):
 
     def check(result, arrays):
         alpha, F, certificate = result
-        n_classes = len(np.unique(y))
-        if y.ndim == 2:
-            K = y.shape[1]
-        elif kw["loss"] == "squared":          # regression: 1-d y is one real target
-            K = 1
-        else:                                  # one-vs-rest, two classes in one column
-            K = 1 if n_classes == 2 else n_classes
+        K = n_outputs(y, kw["loss"])
         _check_array(alpha, (n, K), np.float64)
         _check_array(F, (n, K), np.float64)
         assert np.isfinite(certificate).all(), certificate
 
-    return Case("fit_layer", call, {"X": X}, fit_args, check, draw(LAYOUT),
+    return Case("fit_layer", call, {"X": X}, FIT_LAYER_ARGS, check, draw(LAYOUT),
                 dict(kw, warm_start=warm))
+
+
+@st.composite
+def network_cases(draw):
+    """One or two layers trained one after the other (``Network``): the second layer's
+    images are the first's pooled filter outputs, of any number of filters and grid."""
+    n = draw(st.integers(2, 8))
+    X = draw(arrays((n, draw(st.sampled_from([1, 2])), draw(st.integers(3, 8)),
+                     draw(st.integers(3, 8)))))
+    y = draw_targets(draw, n)
+    loss = draw(st.sampled_from(["squared_hinge", "hinge", "logistic", "squared"]))
+    layers = [layer_settings(draw, loss) for _ in range(draw(st.integers(1, 2)))]
+    backend = draw(BACKEND)
+
+    def call(X):
+        net = dccnn.Network(layers).fit(X, y, random_state=0, backend=backend, n_jobs=1)
+        return net.decision_function(X), net.transform(X), np.array(net.n_filters_)
+
+    def check(result, arrays):
+        F, out, n_filters = result
+        _check_array(F, (n, n_outputs(y, loss)), np.float64)
+        assert out.ndim == 4 and out.shape[:2] == (n, n_filters[-1]), out.shape
+        assert np.isfinite(out).all()
+
+    names = FIT_LAYER_ARGS | {"layers"} | {f"layers[{k}]" for k in range(len(layers))}
+    return Case("Network", call, {"X": X}, names, check, draw(LAYOUT),
+                dict(layers=layers, backend=backend))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,6 +554,12 @@ def test_fuzz_zca_whitening(case):
 @SLOW
 @given(fit_layer_cases())
 def test_fuzz_fit_layer(case):
+    run_case(case)
+
+
+@SLOW
+@given(network_cases())
+def test_fuzz_network(case):
     run_case(case)
 
 
