@@ -471,9 +471,9 @@ def _primal_warm_start(warm_start, feats, n, T):
     if feats.kind == "explicit":
         A = getattr(warm_start, "A_", None)
         return A if A is not None and A.shape == (feats.m, T) else None
+    # (its support indexes images of this fit: check_warm_start compared the image counts)
     support = getattr(warm_start, "support_", None)
-    if support is None or warm_start.filter_coef_.shape[0] != T or \
-            (support.size and support.max() >= n):
+    if support is None or warm_start.filter_coef_.shape[0] != T:
         return None
     beta = np.zeros((n, warm_start.support_beta_.shape[1]))
     beta[support] = warm_start.support_beta_
