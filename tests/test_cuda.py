@@ -1,9 +1,13 @@
 """The optional CUDA kernels (dccnn._cuda) against the CPU core.
 
-Tests marked ``cuda`` need the CUDA build and a GPU and are skipped cleanly otherwise; the
-others check the skip path (a clear error naming ``device``) and run everywhere. On a GPU the
-blocks agree with the CPU core to 1e-5 (float32) and 1e-10 (float64), relative to the largest
-value.
+The agreement tests run on two devices (the fixture ``cuda_device``): a GPU with the CUDA
+build ("gpu", marked ``cuda``, skipped cleanly without one), and everywhere else the same
+sources compiled for the CPU emulation of tests/cuda_on_cpu ("cpu-emulation"), which runs
+the kernels' logic and their host orchestration (batches, streams, events, staging) strictly
+enough that a wrong index or a missing wait or synchronisation changes the results. The
+blocks agree with the CPU core to 1e-5 (float32) and 1e-10 (float64), relative to the
+largest value. The other tests check the skip path (a clear error naming ``device``) and run
+everywhere.
 """
 
 import subprocess
@@ -15,10 +19,35 @@ import pytest
 import dccnn
 from dccnn import _cuda_backend, layer as layer_module
 from _fake_cuda import FakeCuda
+from cuda_on_cpu import build as cuda_on_cpu
 
 HAS_GPU = _cuda_backend.cuda_available()
 requires_gpu = pytest.mark.skipif(
     not HAS_GPU, reason="needs the CUDA build of dccnn (dccnn._cuda) and a CUDA GPU")
+
+
+@pytest.fixture(scope="session")
+def cuda_on_cpu_module(tmp_path_factory):
+    """dccnn._cuda compiled for the CPU emulation, once per session (about 20 s on 2 cores)."""
+    pytest.importorskip("pybind11", reason="building dccnn._cuda for the CPU needs pybind11")
+    if cuda_on_cpu.compiler() is None:
+        pytest.skip("building dccnn._cuda for the CPU needs a C++20 compiler (g++)")
+    # named apart from dccnn._cuda: a process loads one extension of a name, and the nvcc
+    # build may be loaded too
+    path = cuda_on_cpu.build_module(tmp_path_factory.mktemp("cuda_on_cpu"), name="_cuda_on_cpu")
+    return cuda_on_cpu.load_module(path)
+
+
+@pytest.fixture(params=[pytest.param("gpu", marks=pytest.mark.cuda), "cpu-emulation"])
+def cuda_device(request, monkeypatch):
+    """device="cuda" on a GPU, or on the CPU emulation of the same sources."""
+    if request.param == "gpu":
+        if not HAS_GPU:
+            pytest.skip("needs the CUDA build of dccnn (dccnn._cuda) and a CUDA GPU")
+        return request.param
+    monkeypatch.setattr(_cuda_backend, "_module", request.getfixturevalue("cuda_on_cpu_module"))
+    monkeypatch.setattr(_cuda_backend, "_tried", True)
+    return request.param
 TOL = {np.float32: 1e-5, np.float64: 1e-10}
 KERNELS = [
     ("rbf", dict(gamma=1.0)),
@@ -130,8 +159,7 @@ def test_device_reductions_check_their_arguments_before_the_device(rng):
 # On a GPU: agreement with the CPU core
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.cuda
-@requires_gpu
+@pytest.mark.usefixtures("cuda_device")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("kernel,params", KERNELS, ids=KERNEL_IDS)
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=GEOMETRY_IDS)
@@ -150,8 +178,7 @@ def test_pooled_blocks_match_cpu(rng, dtype, kernel, params, geometry, symmetric
         assert_close(got.astype(np.float64), want64, np.float32)
 
 
-@pytest.mark.cuda
-@requires_gpu
+@pytest.mark.usefixtures("cuda_device")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_pooled_blocks_of_28x28_digits_geometry(rng, dtype):
     """5x5 patches of 28x28 images (P = 576, 4.5 tiles per image), 2x2 pooling (Q = 144)."""
@@ -163,9 +190,21 @@ def test_pooled_blocks_of_28x28_digits_geometry(rng, dtype):
         assert_close(got, dccnn.pooled_kernel_blocks(Z, Z2, pooling=pooling), dtype)
 
 
+# The batching tests: (grid, patch dim, pool size, pool stride) and the images (n1, n2), such
+# that the blocks outweigh the staged patches and a small budget cuts them into batches. The
+# windows of 169 positions are split over tiles and their pairs have few outputs: 1-d patches
+# keep the patches lighter than those. (The reduction of single-output blocks, Q = 1, is
+# checked in tests/cuda_on_cpu/check_block_reductions.cpp.)
+BATCH_CASES = {
+    "pool2": (((6, 6), 9, 2, 2), (37, 23)),
+    "overlap3": (((7, 9), 18, 3, 2), (24, 16)),
+    "split-windows169": (((15, 15), 1, 13, 2), (8, 6)),
+}
+
+
 def _batched(fn):
-    """Call fn(budget) with (nearly) the smallest budget in bytes that fits, so that the work
-    is cut into several batches; check that the budget is respected."""
+    """Call fn(budget) with (within 1/64) the smallest budget in bytes that fits, so that the
+    work is cut into several batches; check that the budget is respected."""
     def attempt(budget):
         try:
             return fn(budget)
@@ -174,7 +213,7 @@ def _batched(fn):
 
     hi = next(2**k for k in range(12, 34) if attempt(2**k) is not None)
     lo = hi // 2  # does not fit
-    while hi - lo > 64:
+    while hi - lo > max(64, hi // 64):
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if attempt(mid) is not None else (mid, hi)
     out, stats = fn(hi)
@@ -183,16 +222,13 @@ def _batched(fn):
     return out, stats
 
 
-@pytest.mark.cuda
-@requires_gpu
+@pytest.mark.usefixtures("cuda_device")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("geometry", [GEOMETRIES[0], GEOMETRIES[1], ((15, 15), 9, 13, 2)],
-                         ids=["pool2", "overlap3", "split-windows169"])
+@pytest.mark.parametrize("case", list(BATCH_CASES))
 @pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "nonsym"])
-def test_pooled_blocks_in_batches_under_a_memory_budget(rng, dtype, geometry, symmetric):
-    grid, d, size, stride = geometry
+def test_pooled_blocks_in_batches_under_a_memory_budget(rng, dtype, case, symmetric):
+    (grid, d, size, stride), (n1, n2) = BATCH_CASES[case]
     pooling = dccnn.make_pooling(grid, size, stride)
-    n1, n2 = (80, 50) if size == 13 else (37, 23)  # outputs must outweigh the patches
     Z1 = make_patches(rng, n1, grid, d, dtype, "rbf")
     Z2 = None if symmetric else make_patches(rng, n2, grid, d, dtype, "rbf")
     Q = pooling.n_windows
@@ -208,8 +244,7 @@ def test_pooled_blocks_in_batches_under_a_memory_budget(rng, dtype, geometry, sy
     assert stats["split_windows"] == (size == 13)  # windows of 169 > the 128 / 64 of a tile
 
 
-@pytest.mark.cuda
-@requires_gpu
+@pytest.mark.usefixtures("cuda_device")
 def test_budget_is_respected_and_too_small_a_budget_is_a_memory_error(rng):
     pooling = dccnn.make_pooling((12, 12), 2)
     Z = make_patches(rng, 64, (12, 12), 9, np.float32, "rbf")
@@ -223,8 +258,7 @@ def test_budget_is_respected_and_too_small_a_budget_is_a_memory_error(rng):
     assert 0 < stats["device_bytes"] <= budget
 
 
-@pytest.mark.cuda
-@requires_gpu
+@pytest.mark.usefixtures("cuda_device")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("kernel,params", KERNELS, ids=KERNEL_IDS)
 @pytest.mark.parametrize("shape", [(300, 257, 25), (1, 1, 1), (130, None, 75), (129, 64, 33)],
@@ -237,8 +271,7 @@ def test_kernel_matrix_matches_cpu(rng, dtype, kernel, params, shape):
     assert_close(got, dccnn.kernel_matrix(Z1, Z2, kernel, **params), dtype)
 
 
-@pytest.mark.cuda
-@requires_gpu
+@pytest.mark.usefixtures("cuda_device")
 def test_kernel_matrix_in_batches(rng):
     Z1 = rng.standard_normal((3000, 8)).astype(np.float32)
     Z2 = rng.standard_normal((700, 8)).astype(np.float32)
@@ -250,8 +283,7 @@ def test_kernel_matrix_in_batches(rng):
     assert_close(got, dccnn.kernel_matrix(Z1, Z2, gamma=0.5), np.float32)
 
 
-@pytest.mark.cuda
-@requires_gpu
+@pytest.mark.usefixtures("cuda_device")
 def test_device_errors_are_python_exceptions(rng):
     Z = rng.standard_normal((4, 9, 5))
     pooling = dccnn.make_pooling((3, 3), 2, 1)
@@ -269,8 +301,7 @@ def test_device_errors_are_python_exceptions(rng):
     assert info["multiprocessors"] > 0 and info["memory_total"] > 0
 
 
-@pytest.mark.cuda
-@requires_gpu
+@pytest.mark.usefixtures("cuda_device")
 @pytest.mark.parametrize("tiles", [2, 3, 8])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("geometry", [GEOMETRIES[0], GEOMETRIES[3], GEOMETRIES[5]],
@@ -289,55 +320,53 @@ def test_blocks_of_several_tiles(rng, monkeypatch, tiles, dtype, geometry):
     assert_close(got, dccnn.kernel_matrix(A, A[:450], constant=0.5), dtype)
 
 
-@pytest.mark.cuda
-@requires_gpu
-def test_large_output_through_pinned_staging(rng):
-    """Outputs of 64 MiB and more go to the host through pinned staging buffers."""
-    X = rng.random((84, 28, 28)).astype(np.float32)
-    Z = dccnn.extract_patches(X, 5)
+def test_large_output_through_pinned_staging(rng, cuda_device):
+    """Outputs of 64 MiB and more go to the host through pinned staging buffers (32 MiB
+    halves). On a GPU 84 images of 5x5 patches on a 24x24 grid (585 MB of blocks); on the CPU
+    emulation 1-d patches of 29 images on the same grid (70 MB: three halves)."""
+    n, d, budget = (84, 25, 2**28) if cuda_device == "gpu" else (29, 1, 2**25)
+    Z = make_patches(rng, n, (24, 24), d, np.float32, "rbf")
     pooling = dccnn.make_pooling((24, 24), 2)
-    got = dccnn.pooled_kernel_blocks(Z, pooling=pooling, device="cuda")  # 585 MB
+    got = dccnn.pooled_kernel_blocks(Z, pooling=pooling, device="cuda")
+    assert got.nbytes >= 64 * 2**20
     assert_close(got, dccnn.pooled_kernel_blocks(Z, pooling=pooling), np.float32)
     del got
     Q = pooling.n_windows
     got, stats = _cuda_backend.pooled_kernel_blocks(
-        Z, Z[:80], pooling.position_ptr, pooling.position_window, Q, 0, 0.04, 2, 1.0, 0.0,
-        max_device_memory=2**28, return_stats=True)  # 557 MB in several batches
-    assert stats["batches"] > 1
-    assert_close(got, dccnn.pooled_kernel_blocks(Z, Z[:80], pooling=pooling, gamma=0.04),
+        Z, Z[:-1], pooling.position_ptr, pooling.position_window, Q, 0, 0.04, 2, 1.0, 0.0,
+        max_device_memory=budget, return_stats=True)
+    assert got.nbytes >= 64 * 2**20 and stats["batches"] > 1
+    assert_close(got, dccnn.pooled_kernel_blocks(Z, Z[:-1], pooling=pooling, gamma=0.04),
                  np.float32)
 
 
-def _reduced_reference(Z1, Z2, pooling, beta, **kernel):
+def _reduced_reference(blocks, beta):
     """H[i, q, r*K + c] = sum_j beta[j, c] K_ij[q, r] and tr K_ij from the CPU core's blocks."""
-    blocks = dccnn.pooled_kernel_blocks(Z1, Z2, pooling=pooling, **kernel).astype(np.float64)
-    H = np.einsum("ijqr,jc->iqrc", blocks, beta).reshape(blocks.shape[0], pooling.n_windows, -1)
+    H = np.einsum("ijqr,jc->iqrc", blocks, beta).reshape(blocks.shape[0], blocks.shape[2], -1)
     return H, np.einsum("ijqq->ij", blocks)
 
 
-@pytest.mark.cuda
-@requires_gpu
+@pytest.mark.usefixtures("cuda_device")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("geometry", [GEOMETRIES[0], GEOMETRIES[1], GEOMETRIES[3],
-                                      ((15, 15), 9, 13, 2)],
-                         ids=["pool2", "overlap3", "global144", "split-windows169"])
+@pytest.mark.parametrize("case", list(BATCH_CASES))
 @pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "nonsym"])
-@pytest.mark.parametrize("K", [1, 3, 11])
-def test_blocks_reduced_on_the_device_match_the_cpu(rng, dtype, geometry, symmetric, K):
-    """The contraction with beta (K = 11: two passes of 8 outputs) and the traces, in one batch
-    and in several under a small budget (the symmetric case then has mirrored batches)."""
-    grid, d, size, stride = geometry
+def test_blocks_reduced_on_the_device_match_the_cpu(rng, dtype, case, symmetric):
+    """The contraction with beta (K = 1, 3 and 11: two passes of 8 outputs) and the traces in
+    one batch, then (K = 11) in several under a small budget (the symmetric case then has
+    mirrored batches)."""
+    (grid, d, size, stride), (n1, n2) = BATCH_CASES[case]
     pooling = dccnn.make_pooling(grid, size, stride)
     Q = pooling.n_windows
-    n1, n2 = (80, 50) if size == 13 else (37, 23)
     Z1 = make_patches(rng, n1, grid, d, dtype, "rbf")
     Z2 = None if symmetric else make_patches(rng, n2, grid, d, dtype, "rbf")
-    beta = rng.standard_normal((n1 if symmetric else n2, K))
     kernel = dict(gamma=0.7, constant=0.1)
-    want_H, want_traces = _reduced_reference(Z1, Z2, pooling, beta, **kernel)
     args = (Z1, Z2, pooling.position_ptr, pooling.position_window, Q, 0, 0.7, 2, 1.0, 0.1)
-    H = _cuda_backend.pooled_kernel_cross(Z1, Z2, beta, *args[2:])
-    assert_close(H, want_H, dtype)
+    blocks = dccnn.pooled_kernel_blocks(Z1, Z2, pooling=pooling, **kernel).astype(np.float64)
+    for K in (1, 3, 11):
+        beta = rng.standard_normal((n1 if symmetric else n2, K))
+        want_H, want_traces = _reduced_reference(blocks, beta)
+        H = _cuda_backend.pooled_kernel_cross(Z1, Z2, beta, *args[2:])
+        assert_close(H, want_H, dtype)
     traces = _cuda_backend.pooled_kernel_traces(*args)
     assert_close(traces, want_traces, dtype)
     cuda = _cuda_backend.get_cuda()
@@ -376,8 +405,7 @@ def test_fit_layer_on_cuda_without_gpu_is_a_clear_error(features):
         dccnn.DCCNNClassifier(device="cuda").fit(X, y)
 
 
-@pytest.mark.cuda
-@requires_gpu
+@pytest.mark.usefixtures("cuda_device")
 @pytest.mark.parametrize("features,solver", [("exact", "admm"), ("exact", "dual"),
                                              ("nystroem", "auto")])
 def test_fit_layer_on_cuda_matches_the_cpu(features, solver):

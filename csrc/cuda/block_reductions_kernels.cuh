@@ -1,6 +1,7 @@
-// The device kernels of block_reductions.cu, apart from their launches, so that they also
-// compile as plain C++ on the CPU (tests/cuda_on_cpu: each thread block run by host threads),
-// where CI checks their logic against explicit loops; nothing here calls the CUDA runtime.
+// The device kernels of block_reductions.cu, apart from their launches, so that a test can
+// run them alone on the CPU emulation (tests/cuda_on_cpu/check_block_reductions.cpp) against
+// explicit loops, over shapes the end-to-end tests do not reach; nothing here calls the CUDA
+// runtime.
 #pragma once
 
 namespace dccnn {

@@ -1,5 +1,5 @@
-// csrc/cuda/block_reductions_kernels.cuh run on the CPU (cuda_on_cpu.hpp) against explicit
-// loops: the contraction of pooled blocks with dual weights and their traces, over block
+// csrc/cuda/block_reductions_kernels.cuh run on the CPU emulation (cuda_on_cpu.hpp) against
+// explicit loops: the contraction of pooled blocks with dual weights and their traces, over block
 // sizes below, at and above a thread block's width, K below, at and above the 8 outputs of
 // one pass, column images over several staged chunks, and fewer grid rows than row images.
 // Prints one line per failure and "failures: N"; exits 1 when N > 0.
@@ -29,11 +29,14 @@ int check_contract(std::mt19937& gen, int Q, int K, long long nr, long long ns) 
           want[(r * Q2 + t) * K + c] +=
               static_cast<double>(blocks[(r * ns + s) * Q2 + t]) * beta[s * K + c];
   const int TX = contract_tile_width(Q2);
-  const dim3 grid{static_cast<unsigned>((Q2 + TX - 1) / TX),
-                  static_cast<unsigned>(std::min<long long>(nr, 2)), 1};
-  launch_on_cpu(grid, kThreads, [&] {
-    contract_kernel<T>(blocks.data(), nr, ns, Q2, TX, beta.data(), K, H.data());
-  });
+  const dim3 grid(static_cast<unsigned>((Q2 + TX - 1) / TX),
+                  static_cast<unsigned>(std::min<long long>(nr, 2)));
+  cuda_on_cpu::launch("contract_kernel", contract_kernel<T>, grid, kThreads)(
+      blocks.data(), nr, ns, Q2, TX, beta.data(), K, H.data());
+  if (cudaStreamSynchronize(nullptr) != cudaSuccess) {
+    std::printf("contract_kernel: %s\n", cudaGetErrorString(cudaGetLastError()));
+    return 1;
+  }
   double err = 0, scale = 1;
   for (std::size_t i = 0; i < H.size(); ++i) {
     err = std::max(err, std::abs(H[i] - want[i]));
@@ -50,8 +53,12 @@ int check_traces(std::mt19937& gen, int Q, long long pairs, unsigned blocks_in_g
   std::vector<double> blocks(static_cast<std::size_t>(pairs * Q * Q));
   for (auto& v : blocks) v = normal(gen);
   std::vector<double> traces(static_cast<std::size_t>(pairs), -1.0);
-  launch_on_cpu(dim3{blocks_in_grid, 1, 1}, 256,
-                [&] { traces_kernel<double>(blocks.data(), pairs, Q, traces.data()); });
+  cuda_on_cpu::launch("traces_kernel", traces_kernel<double>, dim3(blocks_in_grid), 256)(
+      blocks.data(), pairs, Q, traces.data());
+  if (cudaStreamSynchronize(nullptr) != cudaSuccess) {
+    std::printf("traces_kernel: %s\n", cudaGetErrorString(cudaGetLastError()));
+    return 1;
+  }
   for (long long p = 0; p < pairs; ++p) {
     double want = 0;
     for (int q = 0; q < Q; ++q) want += blocks[(p * Q + q) * Q + q];
