@@ -22,8 +22,6 @@ from _fake_cuda import FakeCuda
 from cuda_on_cpu import build as cuda_on_cpu
 
 HAS_GPU = _cuda_backend.cuda_available()
-requires_gpu = pytest.mark.skipif(
-    not HAS_GPU, reason="needs the CUDA build of dccnn (dccnn._cuda) and a CUDA GPU")
 
 
 @pytest.fixture(scope="session")
