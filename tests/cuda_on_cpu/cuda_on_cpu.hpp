@@ -391,15 +391,7 @@ inline const Mapping* device_range(const void* p, std::size_t bytes) {
   return a >= start && a + bytes <= start + m.bytes ? &m : nullptr;
 }
 
-inline bool is_device(const void* p) {
-  Runtime& rt = runtime();
-  const auto a = reinterpret_cast<std::uintptr_t>(p);
-  auto it = rt.device.upper_bound(a);
-  if (it == rt.device.begin()) return false;
-  --it;
-  const auto start = reinterpret_cast<std::uintptr_t>(it->second.ptr);
-  return a >= start && a < start + std::max<std::size_t>(it->second.bytes, 1);
-}
+inline bool is_device(const void* p) { return device_range(p, 1) != nullptr; }
 
 struct Stream {
   std::deque<std::function<cudaError_t()>> ops;
@@ -689,6 +681,13 @@ inline cudaError_t check_copy(void* dst, const void* src, std::size_t bytes, cud
   return cudaSuccess;
 }
 
+// A copy into pageable host memory is done when the call returns.
+inline cudaError_t finish_if_pageable(const void* dst, cudaMemcpyKind kind, cudaStream_t stream) {
+  if (kind != cudaMemcpyDeviceToHost || is_pinned(dst)) return cudaSuccess;
+  Stream* s = resolve(stream);
+  return drain(s, s->issued);
+}
+
 // Enqueues a copy; the source of a host-to-device copy from pageable memory is read now (the
 // call returns once it is staged), a copy into pageable host memory is done on return.
 inline cudaError_t copy_async(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind,
@@ -706,11 +705,7 @@ inline cudaError_t copy_async(void* dst, const void* src, std::size_t bytes, cud
     std::memcpy(dst, src, bytes);
     return cudaSuccess;
   });
-  if (kind == cudaMemcpyDeviceToHost && !is_pinned(dst)) {
-    Stream* s = resolve(stream);
-    return drain(s, s->issued);
-  }
-  return cudaSuccess;
+  return finish_if_pageable(dst, kind, stream);
 }
 
 }  // namespace cuda_on_cpu
@@ -740,11 +735,7 @@ inline cudaError_t cudaMemcpy2DAsync(void* dst, std::size_t dpitch, const void* 
     return cudaSuccess;
   };
   cuda_on_cpu::enqueue(stream, rows);
-  if (kind == cudaMemcpyDeviceToHost && !cuda_on_cpu::is_pinned(dst)) {
-    cuda_on_cpu::Stream* s = cuda_on_cpu::resolve(stream);
-    return cuda_on_cpu::drain(s, s->issued);
-  }
-  return cudaSuccess;
+  return cuda_on_cpu::finish_if_pageable(dst, kind, stream);
 }
 
 inline cudaError_t cudaMemsetAsync(void* p, int value, std::size_t bytes,
