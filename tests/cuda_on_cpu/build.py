@@ -58,8 +58,8 @@ def build_module(out_dir, edits=(), name="_cuda"):
         raise RuntimeError("no C++ compiler (g++): set CXX")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    texts = {rel: (ROOT / rel).read_text() for rel in CUDA_SOURCES}
-    for rel, old, new in edits:
+    texts = {rel: (ROOT / rel).read_text() for rel in CUDA_SOURCES + [BINDINGS]}
+    for rel, old, new in [*edits, (BINDINGS, "PYBIND11_MODULE(_cuda, ", f"PYBIND11_MODULE({name}, ")]:
         if texts[rel].count(old) != 1:
             raise ValueError(f"edit of {rel}: {old!r} does not occur exactly once")
         texts[rel] = texts[rel].replace(old, new)
@@ -69,12 +69,6 @@ def build_module(out_dir, edits=(), name="_cuda"):
         dst = out_dir / (src.stem + ".cpp")
         dst.write_text(f'#line 1 "{src}"\n' + translate(text, rel))
         sources.append(dst)
-    bindings = (ROOT / BINDINGS).read_text()
-    if bindings.count("PYBIND11_MODULE(_cuda, ") != 1:
-        raise ValueError(f"{BINDINGS}: PYBIND11_MODULE(_cuda, ...) not found once")
-    sources.append(out_dir / "bindings.cpp")
-    sources[-1].write_text(f'#line 1 "{ROOT / BINDINGS}"\n' +
-                           bindings.replace("PYBIND11_MODULE(_cuda, ", f"PYBIND11_MODULE({name}, "))
     sources += [ROOT / rel for rel in HOST_SOURCES]
     flags = ["-std=c++20", "-O2", "-march=native", "-g0", "-fPIC", "-pthread", "-fvisibility=hidden",
              "-Wno-unknown-pragmas", "-U_FORTIFY_SOURCE", f"-I{HERE / 'include'}", f"-I{ROOT / 'csrc'}",
