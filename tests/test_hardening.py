@@ -140,12 +140,27 @@ def test_core_from_four_threads_matches_serial_calls():
     assert not mismatches, mismatches
 
 
-def _run_script(source, timeout=180):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+def _run_script(source, timeout=180, env=None):
+    env = dict(os.environ, **(env or {}), PYTHONPATH=os.pathsep.join(
         [os.path.dirname(os.path.dirname(dccnn.__file__))]
         + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     return subprocess.run([sys.executable, "-c", textwrap.dedent(source)], env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@requires_core
+def test_omp_num_threads_beyond_the_processors_runs_on_the_processors():
+    # the core's own clamp: OMP_NUM_THREADS reaches it unchanged (n_jobs=None), and 100000
+    # OpenMP threads crashed the runtime
+    out = _run_script("""
+        import numpy as np, dccnn
+        Z = np.random.default_rng(0).standard_normal((300, 9))
+        K = dccnn.kernel_matrix(Z, Z, gamma=0.5, backend="cpp")
+        D = ((Z[:, None] - Z[None]) ** 2).sum(-1)
+        print(np.abs(K - np.exp(-0.5 * D)).max() < 1e-12)
+    """, env={"OMP_NUM_THREADS": "100000", "OPENBLAS_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "True"
 
 
 @requires_core

@@ -1,5 +1,7 @@
 #include "dccnn/common.hpp"
 
+#include <algorithm>
+
 #ifdef DCCNN_HAVE_OPENMP
 #include <omp.h>
 #endif
@@ -7,11 +9,12 @@
 namespace dccnn {
 
 int resolve_threads(int n_threads) {
-  if (n_threads > 0) return n_threads;
 #ifdef DCCNN_HAVE_OPENMP
-  return omp_get_max_threads();
+  // More threads than processors only oversubscribes the cores, and a count in the tens of
+  // thousands makes the OpenMP runtime crash creating them; the Numba twin clamps alike.
+  return std::min(n_threads > 0 ? n_threads : omp_get_max_threads(), omp_get_num_procs());
 #else
-  return 1;
+  return n_threads > 0 ? n_threads : 1;
 #endif
 }
 

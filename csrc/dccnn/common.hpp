@@ -20,7 +20,8 @@ struct Interrupted : std::runtime_error {
 };
 
 // Number of threads to use: n_threads > 0 is taken as is, anything else means
-// "whatever OpenMP would use" (OMP_NUM_THREADS, omp_set_num_threads / threadpoolctl).
+// "whatever OpenMP would use" (OMP_NUM_THREADS, omp_set_num_threads / threadpoolctl); never
+// more than the processors available.
 int resolve_threads(int n_threads);
 
 // Shared by the threads of one parallel loop. Only the calling thread (OpenMP thread 0)

@@ -10,16 +10,17 @@ from ._validation import check_int
 def n_threads_from_n_jobs(n_jobs):
     """None or 0 -> 0, meaning "OpenMP's current setting" (OMP_NUM_THREADS, threadpoolctl).
 
-    A positive value is used as is; -1 means every core, -2 all but one, and so on.
+    A positive value is used up to the number of processors (more would only oversubscribe
+    the cores, and tens of thousands of OpenMP threads crash the runtime); -1 means every
+    processor, -2 all but one, and so on.
     """
     if n_jobs is None:
         return 0
     n_jobs = check_int(n_jobs, "n_jobs")
-    if n_jobs > 0:
-        return n_jobs
     if n_jobs == 0:
         raise ValueError("n_jobs: must be a positive or negative integer, or None; got 0")
-    return max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+    n_cpus = os.cpu_count() or 1
+    return min(n_jobs, n_cpus) if n_jobs > 0 else max(1, n_cpus + 1 + n_jobs)
 
 
 def scipy_blas_single_thread():
