@@ -1,6 +1,7 @@
 """Weight recovery (SPEC §4, issue 4): the recovered network against kernel expansions computed
 here from scratch, against the primal optimum, on a planted convolutional model, and saved."""
 
+import json
 import pickle
 
 import numpy as np
@@ -248,6 +249,83 @@ def test_load_rejects_other_files(tmp_path):
     np.savez(path, a=np.zeros(3))
     with pytest.raises(ValueError, match="path"):
         dccnn.load(path)
+
+
+def _rewrite(src, dst, edit_header=None, **replace_arrays):
+    """Copy a saved file, editing its JSON header and replacing some of its arrays."""
+    with np.load(src) as data:
+        arrays = {k: data[k] for k in data.files}
+    header = json.loads(str(arrays.pop("__header__")))
+    if edit_header:
+        edit_header(header)
+    arrays.update(replace_arrays)
+    np.savez(dst, __header__=np.array(json.dumps(header)), **arrays)
+    return dst
+
+
+def _state(header):
+    return dict(header["object"]["state"]["__dict__"])
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numba"])
+def test_load_refuses_a_pooling_that_would_index_out_of_bounds(tmp_path, backend):
+    # the compiled kernels (Numba's unchecked) index memory with the pooling's windows, so a
+    # file altered there must fail in load, not crash the interpreter in predict
+    X, y = labelled_images(20, 6)
+    layer = dccnn.fit_layer(X, y, patch_size=3, pool_size=2, gamma=0.2, tol=1e-4,
+                            backend=backend, random_state=0)
+    saved = tmp_path / "layer.npz"
+    layer.save(saved)
+    pooling = _state(json.loads(str(np.load(saved)["__header__"])))["pooling_"]
+    windows_key = dict(pooling["state"]["__dict__"])["position_window"]["__array__"]
+    windows = layer.pooling_.position_window
+    for bad in (np.full_like(windows, 10**6), windows[:-1], windows.astype(np.int64),
+                np.where(windows == 0, -1, windows)):
+        path = _rewrite(saved, tmp_path / "bad.npz", **{windows_key: bad})
+        with pytest.raises(ValueError, match="path: .*position_window does not match"):
+            dccnn.load(path)
+
+    def shrink_windows(header):
+        for kv in _state(header)["pooling_"]["state"]["__dict__"]:
+            if kv[0] == "out_shape":
+                kv[1] = {"__tuple__": [1, 1]}
+    with pytest.raises(ValueError, match="path: .*out_shape does not match"):
+        dccnn.load(_rewrite(saved, tmp_path / "bad.npz", edit_header=shrink_windows))
+    np.testing.assert_array_equal(dccnn.load(saved).decision_function(X),
+                                  layer.decision_function(X))
+
+
+def test_load_names_path_for_files_that_are_not_dccnn_files(tmp_path):
+    X, y = labelled_images(20, 6)
+    saved = tmp_path / "layer.npz"
+    dccnn.fit_layer(X, y, patch_size=3, pool_size=2, gamma=0.2, tol=1e-4).save(saved)
+    raw = saved.read_bytes()
+    cases = {
+        "truncated.npz": raw[: len(raw) // 2],
+        "empty.npz": b"",
+    }
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    np.save(tmp_path / "single.npy", np.arange(3))
+    np.savez(tmp_path / "not_json.npz", __header__=np.array("not json {"))
+    np.savez(tmp_path / "deep.npz", __header__=np.array("[" * 100000 + "]" * 100000))
+    for name in [*cases, "single.npy", "not_json.npz", "deep.npz"]:
+        with pytest.raises(ValueError, match=f"path: .*{name}.* is not a dccnn file"):
+            dccnn.load(tmp_path / name)
+
+    def drop_state(header):
+        del header["object"]["state"]
+
+    def only_an_array(header):
+        header["object"] = {"__array__": "array_0"}
+    with pytest.raises(ValueError, match="path: .* holds a damaged dccnn object"):
+        dccnn.load(_rewrite(saved, tmp_path / "bad.npz", edit_header=drop_state))
+    with pytest.raises(ValueError, match="path: .* holds a ndarray, not a ConvexLayer"):
+        dccnn.load(_rewrite(saved, tmp_path / "bad.npz", edit_header=only_an_array))
+    # memory is checked from the arrays' headers, before any is read
+    with pytest.raises(MemoryError, match="max_memory: loading"):
+        dccnn.load(saved, max_memory=1000)
+    assert dccnn.load(saved, max_memory=10**6).n_filters_ >= 1
 
 
 def two_layer_network():

@@ -8,6 +8,16 @@ import numpy as np
 DEFAULT_FRACTION = 0.5
 
 
+def format_bytes(nbytes):
+    """``nbytes`` in the largest binary unit that keeps it at 1 or more: "512 B", "3.2 KiB"."""
+    value, unit = float(nbytes), "B"
+    for bigger in ("KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{nbytes} B" if unit == "B" else f"{value:.3g} {unit}"
+
+
 def available_memory():
     """Bytes of memory available to this process (MemAvailable on Linux), or None."""
     try:
@@ -43,7 +53,7 @@ def check_allocation(shape, dtype, what, *, max_memory=None, advice="", argument
     budget = memory_budget(max_memory)
     if budget is not None and nbytes > budget:
         raise MemoryError(
-            f"{argument}: {what} would take {nbytes / 2**30:.2f} GiB (shape {tuple(shape)}, "
-            f"{np.dtype(dtype)}), over the budget of {budget / 2**30:.2f} GiB. {advice}".rstrip()
+            f"{argument}: {what} would take {format_bytes(nbytes)} (shape {tuple(shape)}, "
+            f"{np.dtype(dtype)}), over the budget of {format_bytes(budget)}. {advice}".rstrip()
         )
     return nbytes

@@ -8,7 +8,7 @@ import scipy.linalg
 from sklearn.exceptions import ConvergenceWarning
 
 from ._progress import FitProgress
-from ._memory import check_allocation, memory_budget
+from ._memory import check_allocation, format_bytes, memory_budget
 from ._targets import encode_targets
 from ._threads import scipy_blas_single_thread
 from ._validation import check_choice, check_float, check_int
@@ -230,10 +230,10 @@ def choose_features(n, Q, max_memory):
         return "nystroem", f"auto: n={n} > {EXACT_MAX_SAMPLES}"
     plan = plan_exact_blocks(n, Q, 8, budget)
     if plan is not None and plan[1] < plan[2]:
-        return "nystroem", (f"auto: exact would take {exact_bytes / 2**30:.2f} GiB (about half "
-                            f"of it for their upper triangle) > budget {budget / 2**30:.2f} GiB")
+        return "nystroem", (f"auto: exact would take {format_bytes(exact_bytes)} (about half "
+                            f"of it for their upper triangle) > budget {format_bytes(budget)}")
     how = "" if plan is None else " as their upper triangle"
-    return "exact", f"auto: {exact_bytes / 2**30:.2f} GiB of blocks fit the budget{how}"
+    return "exact", f"auto: {format_bytes(exact_bytes)} of blocks fit the budget{how}"
 
 
 def _feature_map(features, kp, pooling, Z, n_components, landmarks, random_state, n_jobs,
@@ -404,9 +404,10 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
         # the ALM dual makes about ten times ADMM's passes (bench/README.md)
         alm_note = "" if solver != "dual" else (
             "; the 'dual' solver makes many more passes than 'admm', whose kernel expansions "
-            f"need {_admm_expansion_numbers(n, pooling.n_windows, T) * 8 / 2**20:.1f} MiB")
-        warnings.warn(f"fit_layer: the kernel blocks ({_exact_block_bytes(n, pooling.n_windows) / 2**30:.2f}"
-                      f" GiB) exceed the memory budget; {held_note} and the others are "
+            f"need {format_bytes(_admm_expansion_numbers(n, pooling.n_windows, T) * 8)}")
+        warnings.warn(f"fit_layer: the kernel blocks "
+                      f"({format_bytes(_exact_block_bytes(n, pooling.n_windows))}) exceed the "
+                      f"memory budget; {held_note} and the others are "
                       "evaluated again on each pass of the solver, which is much slower "
                       "(raise max_memory, or use "
                       f"features='nystroem'){alm_note}", UserWarning, stacklevel=2)

@@ -6,8 +6,11 @@ Unlike pickle, loading executes no code from the file: only the library's own cl
 """
 
 import json
+import zipfile
 
 import numpy as np
+
+from ._memory import check_allocation
 
 FORMAT = "dccnn"
 FORMAT_VERSION = 1
@@ -65,9 +68,14 @@ def _decode(value, arrays, registry):
     cls = registry.get(value.get("__object__"))
     if cls is None:
         raise ValueError(f"load: unknown object type {value.get('__object__')!r} in the file")
+    state = _decode(value["state"], arrays, registry)
+    if not isinstance(state, dict):
+        raise ValueError(f"load: the state of a {cls.__name__} must be a mapping")
     obj = object.__new__(cls)
     # frozen dataclasses included: the state is restored as it was saved
-    obj.__dict__.update(_decode(value["state"], arrays, registry))
+    obj.__dict__.update(state)
+    if hasattr(obj, "check_consistent"):
+        obj.check_consistent()
     return obj
 
 
@@ -85,16 +93,54 @@ def save(obj, path):
         np.savez(f, __header__=np.array(json.dumps(header)), **arrays)
 
 
-def load(path):
-    """Read a layer or network written by ``save`` (or ``obj.save``)."""
-    with np.load(path, allow_pickle=False) as data:
-        if "__header__" not in data.files:
-            raise ValueError(f"path: {path!r} is not a dccnn file (no header)")
-        header = json.loads(str(data["__header__"]))
-        if header.get("format") != FORMAT:
-            raise ValueError(f"path: {path!r} is not a dccnn file")
-        if header.get("version") != FORMAT_VERSION:
-            raise ValueError(f"path: {path!r} has format version {header.get('version')}; this "
-                             f"dccnn reads version {FORMAT_VERSION}")
-        arrays = {k: data[k] for k in data.files if k != "__header__"}
-    return _decode(header["object"], arrays, _registry())
+def _declared_bytes(npz):
+    """Bytes the arrays of an open .npz will take once read, from their headers alone."""
+    total = 0
+    for name in npz.zip.namelist():
+        with npz.zip.open(name) as member:
+            version = np.lib.format.read_magic(member)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(member)
+        total += int(np.prod(shape, dtype=object)) * dtype.itemsize
+    return total
+
+
+def load(path, *, max_memory=None):
+    """Read a layer or network written by ``save`` (or ``obj.save``).
+
+    A file that is not one (another format, damaged, or altered so that its arrays no longer
+    fit together where the compiled kernels index with them) raises ValueError; arrays that
+    would exceed the memory budget (``max_memory`` bytes, default half of the available
+    memory) raise MemoryError before they are read.
+    """
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f"path: {path!r} is not a dccnn file ({e})") from e
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"path: {path!r} is not a dccnn file (a single array, not an .npz)")
+    with data:
+        try:
+            check_allocation((_declared_bytes(data),), np.uint8, f"loading {path!r}",
+                             max_memory=max_memory)
+            if "__header__" not in data.files:
+                raise ValueError("no header")
+            header = json.loads(str(data["__header__"]))
+            arrays = {k: data[k] for k in data.files if k != "__header__"}
+        except (EOFError, RecursionError, ValueError, zipfile.BadZipFile) as e:
+            raise ValueError(f"path: {path!r} is not a dccnn file ({e})") from e
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError(f"path: {path!r} is not a dccnn file")
+    if header.get("version") != FORMAT_VERSION:
+        raise ValueError(f"path: {path!r} has format version {header.get('version')}; this "
+                         f"dccnn reads version {FORMAT_VERSION}")
+    try:
+        obj = _decode(header.get("object"), arrays, _registry())
+    except (AttributeError, KeyError, RecursionError, TypeError, ValueError) as e:
+        raise ValueError(f"path: {path!r} holds a damaged dccnn object "
+                         f"({type(e).__name__}: {e})") from e
+    if type(obj).__name__ not in ("ConvexLayer", "Network"):
+        raise ValueError(f"path: {path!r} holds a {type(obj).__name__}, not a ConvexLayer or "
+                         f"Network")
+    return obj

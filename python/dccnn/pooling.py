@@ -29,6 +29,22 @@ class Pooling:
     def n_windows(self):
         return self.out_shape[0] * self.out_shape[1]
 
+    def check_consistent(self):
+        """Raise ValueError unless the CSR arrays are exactly the windows that ``grid_shape``,
+        ``size`` and ``stride`` define. The compiled kernels index memory with them, so a
+        Pooling that did not come from :func:`make_pooling` (a loaded file) is checked."""
+        expected = make_pooling(self.grid_shape, self.size, self.stride)
+        for name in ("out_shape", "position_ptr", "position_window"):
+            have, want = getattr(self, name), getattr(expected, name)
+            if isinstance(want, np.ndarray):
+                same = (isinstance(have, np.ndarray) and have.dtype == want.dtype
+                        and np.array_equal(have, want))
+            else:
+                same = have == want
+            if not same:
+                raise ValueError(f"pooling: {name} does not match a {self.size}x{self.size} "
+                                 f"pooling with stride {self.stride} on a {self.grid_shape} grid")
+
     def matrix(self):
         """Dense (Q, P) averaging matrix: row q holds 1/|S_q| on the members of S_q."""
         A = np.zeros((self.n_windows, self.n_positions))
