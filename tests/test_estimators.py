@@ -13,7 +13,8 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import FunctionTransformer
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.preprocessing import FunctionTransformer, MinMaxScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import dccnn
@@ -87,6 +88,73 @@ def test_regressor_on_a_synthetic_convolutional_target():
     reg2 = dccnn.DCCNNRegressor(layers, random_state=0).fit(X[:300], Y2[:300])
     assert reg2.predict(X[300:]).shape == (100, 2)
     assert reg2.score(X[300:], Y2[300:]) > 0.95
+
+
+def test_regressor_predictions_follow_the_units_of_y():
+    """The regressor fits normalised targets: a target in other units and around another mean
+    gives the same convex problem, its predictions mapped back (no intercept of its own
+    otherwise)."""
+    X, y = convolutional_target(400, 0)
+    y = 3.0 * y + 1.0
+    layers = [dccnn.LayerSpec(patch_size=3, kernel="polynomial", degree=2, coef0=1.0, C=1.0,
+                              features="nystroem", n_components=60, solver="factored",
+                              tol=1e-6)]
+    base = dccnn.DCCNNRegressor(layers, random_state=0).fit(X[:300], y[:300])
+    moved = dccnn.DCCNNRegressor(layers, random_state=0).fit(X[:300], 1000 * y[:300] + 500)
+    np.testing.assert_allclose(moved.y_mean_, [1000 * y[:300].mean() + 500])
+    np.testing.assert_allclose(moved.y_scale_, [1000 * y[:300].std()])
+    # the same problem: both certified objectives within their gaps of one optimum
+    a, b = base.network_.layers_[0], moved.network_.layers_[0]
+    assert abs(a.primal_objective_ - b.primal_objective_) <= (a.gap_ + b.gap_) * max(
+        1.0, abs(a.primal_objective_))
+    # near-optimal points differ by about the square root of the gap (1e-6 here)
+    np.testing.assert_allclose(moved.predict(X[300:]), 1000 * base.predict(X[300:]) + 500,
+                               rtol=0, atol=1000 * 1e-3)
+    assert base.score(X[300:], y[300:]) > 0.99
+    raw = dccnn.DCCNNRegressor(layers, normalize_y=False, random_state=0).fit(X[:40], y[:40])
+    assert raw.y_mean_.tolist() == [0.0] and raw.y_scale_.tolist() == [1.0]
+    np.testing.assert_array_equal(raw.predict(X[:5]), raw.network_.decision_function(
+        X[:5])[:, 0])
+
+
+def test_regressor_rejects_the_margin_losses():
+    X, y = convolutional_target(20, 2)
+    with pytest.raises(ValueError, match="loss: a regressor"):
+        dccnn.DCCNNRegressor(FAST, loss="hinge").fit(X, y)
+
+
+def test_tol_and_max_iter_override_every_layer(digits):
+    X, y = digits
+    clf = dccnn.DCCNNClassifier(FAST, image_shape=(8, 8), tol=1e-9, max_iter=2, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="raise max_iter or tol"):
+        clf.fit(X[:100], y[:100])
+    layer = clf.network_.layers_[0]
+    assert layer.tol == 1e-9 and clf.n_iter_ == layer.n_iter_ == 2
+    with pytest.raises(ValueError, match="max_iter"):
+        dccnn.DCCNNClassifier(FAST, image_shape=(8, 8), max_iter=0).fit(X[:100], y[:100])
+
+
+def test_transform_has_feature_names_and_pandas_output(digits):
+    X, y = digits
+    clf = dccnn.DCCNNClassifier(FAST, image_shape=(8, 8), random_state=0).fit(X[:150], y[:150])
+    names = clf.get_feature_names_out()
+    r = clf.n_filters_[0]
+    assert names.shape == (r * 16,) and clf.transform(X[:3]).shape == (3, r * 16)
+    assert names[0] == "dccnnclassifier_filter0_0_0" and names[-1] == f"dccnnclassifier_filter{r - 1}_3_3"
+    pd = pytest.importorskip("pandas")
+    pipe = make_pipeline(MinMaxScaler(), dccnn.DCCNNClassifier(FAST, image_shape=(8, 8),
+                                                               random_state=0))
+    pipe.set_output(transform="pandas").fit(X[:150], y[:150])
+    assert pipe.score(X[150:300], y[150:300]) > 0.8
+    frame = pipe.transform(X[:3])
+    assert isinstance(frame, pd.DataFrame)
+    assert list(frame.columns) == list(pipe[-1].get_feature_names_out())
+
+
+def test_channels_last_image_shape_warns(digits):
+    X, y = digits
+    with pytest.warns(UserWarning, match=r"image_shape: \(8, 8, 1\) is read as \(C, H, W\)"):
+        dccnn.DCCNNClassifier(image_shape=(8, 8, 1), random_state=0).fit(X[:60], y[:60])
 
 
 def test_flat_and_image_inputs_agree(digits):

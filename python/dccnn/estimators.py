@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import functools
 import math
+import warnings
 
 import numpy as np
 from scipy.special import log_expit, logsumexp
@@ -19,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from threadpoolctl import threadpool_limits
 
 from ._threads import n_threads_from_n_jobs
-from ._validation import check_float
+from ._validation import check_float, check_int
 from .losses import MARGIN_LOSSES
 from .network import LayerSpec, Network
 
@@ -27,8 +28,7 @@ from .network import LayerSpec, Network
 # of the training images; bench/README.md "Defaults"): 3x3 patches with padding 1 matter, C is
 # flat over 0.1..10 and 0.3 converges fastest with the fewest filters; a second layer ties.
 DEFAULT_LAYER = LayerSpec(patch_size=3, padding=1, pool_size=2, pool_stride=2, kernel="rbf",
-                          gamma="median", C=0.3, features="auto", n_components=500,
-                          solver="auto", tol=1e-3)
+                          gamma="median", C=0.3, n_components=500)
 
 
 def default_layers(image_shape):
@@ -58,16 +58,18 @@ def _with_thread_limit(method):
     return wrapper
 
 
-class _DCCNNBase(BaseEstimator):
+class _DCCNNBase(TransformerMixin, BaseEstimator):
     _loss_default = None
 
-    def __init__(self, layers=None, *, image_shape=None, C=None, loss=None, max_memory=None,
-                 backend="auto", device="cpu", callback=None, random_state=None, n_jobs=None,
-                 verbose=0):
+    def __init__(self, layers=None, *, image_shape=None, C=None, loss=None, tol=None,
+                 max_iter=None, max_memory=None, backend="auto", device="cpu", callback=None,
+                 random_state=None, n_jobs=None, verbose=0):
         self.layers = layers
         self.image_shape = image_shape
         self.C = C
         self.loss = loss
+        self.tol = tol
+        self.max_iter = max_iter
         self.max_memory = max_memory
         self.backend = backend
         self.device = device
@@ -120,6 +122,11 @@ class _DCCNNBase(BaseEstimator):
             shape = (1,) + shape
         if len(shape) != 3 or min(shape) < 1:
             raise ValueError(f"image_shape: expected (H, W) or (C, H, W), got {self.image_shape!r}")
+        if shape[2] in (1, 3, 4) and shape[0] > shape[2] and shape[1] > shape[2]:
+            warnings.warn(f"image_shape: {self.image_shape!r} is read as (C, H, W) = {shape[0]} "
+                          f"channels of {shape[1]}x{shape[2]} images; channels-last images "
+                          f"(H, W, C) need X.reshape(n, H, W, C).transpose(0, 3, 1, 2) and "
+                          f"image_shape=(C, H, W)", UserWarning, stacklevel=4)
         if math.prod(shape) != n_features:
             raise ValueError(f"image_shape: {self.image_shape!r} holds {math.prod(shape)} "
                              f"values but X has {n_features} features")
@@ -133,6 +140,10 @@ class _DCCNNBase(BaseEstimator):
         overrides = {}
         if self.C is not None:
             overrides["C"] = check_float(self.C, "C", minimum=0, exclusive=True)
+        if self.tol is not None:
+            overrides["tol"] = check_float(self.tol, "tol", minimum=0, exclusive=True)
+        if self.max_iter is not None:
+            overrides["max_iter"] = check_int(self.max_iter, "max_iter", minimum=1)
         overrides["loss"] = self.loss or self._loss_default
         return [dataclasses.replace(s, **overrides) for s in specs]
 
@@ -143,9 +154,26 @@ class _DCCNNBase(BaseEstimator):
             max_memory=self.max_memory, device=self.device)
         last = self.network_.layers_[-1]
         self.n_filters_ = self.network_.n_filters_
+        self.n_iter_ = max(layer.n_iter_ for layer in self.network_.layers_)
         self.gap_ = last.gap_
         self.fit_time_ = self.network_.fit_time_
         return self
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of ``transform``'s columns: ``<estimator>_filter<k>_<row>_<col>`` for filter k
+        of the last layer at pooled position (row, col)."""
+        check_is_fitted(self, "network_")
+        if input_features is not None:
+            names_in = getattr(self, "feature_names_in_", None)
+            if len(input_features) != self.n_features_in_ or (
+                    names_in is not None and not np.array_equal(input_features, names_in)):
+                raise ValueError("input_features: expected the names of the features seen in "
+                                 f"fit ({self.n_features_in_} of them)")
+        last = self.network_.layers_[-1]
+        Hq, Wq = last.pooling_.out_shape
+        prefix = type(self).__name__.lower()
+        return np.array([f"{prefix}_filter{k}_{i}_{j}" for k in range(last.n_filters_)
+                         for i in range(Hq) for j in range(Wq)], dtype=object)
 
     @_with_thread_limit
     def transform(self, X):
@@ -184,16 +212,18 @@ def _has_logistic_loss(estimator):
     return True
 
 
-class DCCNNClassifier(ClassifierMixin, TransformerMixin, _DCCNNBase):
+class DCCNNClassifier(ClassifierMixin, _DCCNNBase):
     """Convexified CNN classifier (one-vs-rest, certified duality gap per layer).
 
     Parameters: ``layers`` (list of ``LayerSpec`` or dicts; None: the default architecture),
-    ``image_shape`` ((H, W) or (C, H, W) for flat input), ``C`` (overrides every layer's C),
-    ``loss`` (default "squared_hinge"), ``max_memory`` (bytes; the automatic back-end choice
-    and every large allocation respect it), ``backend``, ``device`` ("cpu" or "cuda": kernel
-    evaluation on the GPU), ``callback(iteration, gap, elapsed,
-    layer=k)``, ``random_state``, ``n_jobs``, ``verbose``.
+    ``image_shape`` ((H, W) or (C, H, W) for flat input), ``C``, ``tol`` and ``max_iter``
+    (each overrides that setting of every layer), ``loss`` (default "squared_hinge"),
+    ``max_memory`` (bytes; the automatic back-end choice and every large allocation respect
+    it), ``backend``, ``device`` ("cpu" or "cuda": kernel evaluation on the GPU),
+    ``callback(iteration, gap, elapsed, layer=k)``, ``random_state``, ``n_jobs``,
+    ``verbose``.
     Attributes: ``classes_``, ``n_features_in_``, ``network_``, ``n_filters_`` (per layer),
+    ``n_iter_`` (the most iterations of any layer's solver: ``max_iter`` bounds each),
     ``gap_`` (last layer), ``fit_time_``. ``predict_proba`` and ``predict_log_proba`` exist
     with ``loss="logistic"`` only: the margin losses model no probabilities.
     """
@@ -235,22 +265,48 @@ class DCCNNClassifier(ClassifierMixin, TransformerMixin, _DCCNNBase):
         return np.exp(self.predict_log_proba(X))
 
 
-class DCCNNRegressor(RegressorMixin, TransformerMixin, _DCCNNBase):
-    """Convexified CNN regressor (squared loss by default); ``y`` may be (n,) or (n, K).
-    Parameters and attributes as ``DCCNNClassifier`` (no ``classes_``)."""
+class DCCNNRegressor(RegressorMixin, _DCCNNBase):
+    """Convexified CNN regressor with the squared loss; ``y`` may be (n,) or (n, K).
+
+    ``normalize_y`` (default True) fits each output centred and scaled to unit variance and
+    maps the predictions back: the model has no intercept of its own, and a target in other
+    units (or around another mean) would otherwise change the fit, not just its scale, and
+    slow the solvers down (their conditioning grows with C |y|^2). Other parameters and
+    attributes as ``DCCNNClassifier`` (no ``classes_``); ``y_mean_`` and ``y_scale_`` hold
+    the normalisation (0 and 1 without it).
+    """
 
     _loss_default = "squared"
 
+    def __init__(self, layers=None, *, image_shape=None, C=None, loss=None, tol=None,
+                 max_iter=None, normalize_y=True, max_memory=None, backend="auto", device="cpu",
+                 callback=None, random_state=None, n_jobs=None, verbose=0):
+        super().__init__(layers, image_shape=image_shape, C=C, loss=loss, tol=tol,
+                         max_iter=max_iter, max_memory=max_memory, backend=backend,
+                         device=device, callback=callback, random_state=random_state,
+                         n_jobs=n_jobs, verbose=verbose)
+        self.normalize_y = normalize_y
+
     @_with_thread_limit
     def fit(self, X, y):
+        if self.loss not in (None, "squared"):
+            raise ValueError(f"loss: a regressor has the squared loss, got {self.loss!r}; "
+                             f"DCCNNClassifier has the margin losses")
         images, y = self._validate(X, y, multi_output=True, y_numeric=True)
         y = np.asarray(y, dtype=np.float64)
         self.n_outputs_ = 1 if y.ndim == 1 else y.shape[1]
         self._single_target = y.ndim == 1
-        return self._fit_network(images, y.reshape(y.shape[0], -1))
+        Y = y.reshape(y.shape[0], -1)
+        if self.normalize_y:
+            self.y_mean_ = Y.mean(axis=0)
+            std = Y.std(axis=0)
+            self.y_scale_ = np.where(std > 0, std, 1.0)
+        else:
+            self.y_mean_, self.y_scale_ = np.zeros(Y.shape[1]), np.ones(Y.shape[1])
+        return self._fit_network(images, (Y - self.y_mean_) / self.y_scale_)
 
     def predict(self, X):
-        F = self._decision(X)
+        F = self._decision(X) * self.y_scale_ + self.y_mean_
         return F[:, 0] if self._single_target else F
 
     def __sklearn_tags__(self):
