@@ -2,6 +2,8 @@
 unusual but valid memory layouts are accepted and give the same result as a C-contiguous
 native array."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -253,6 +255,36 @@ def test_n_jobs_beyond_the_processors_runs_on_the_processors(backend):
             np.testing.assert_array_equal(call(n_jobs), expected, err_msg=name)
 
 
+def _bad_poolings():
+    good = dccnn.make_pooling((3, 3), 2, 1)              # 4 windows over 9 positions
+    ptr, win = good.position_ptr, good.position_window
+    decreasing = ptr.copy()
+    decreasing[1], decreasing[2] = decreasing[2], decreasing[1]
+    shifted = ptr.copy()
+    shifted[0] = 1
+    return {
+        "window out of range": (ptr, np.full_like(win, 10**6), 4),
+        "window out of range ": (ptr, np.where(win == 0, -1, win).astype(np.int32), 4),
+        "window out of range  ": (ptr, win, 2),        # indices beyond the windows it says
+        "every window needs at least one position": (ptr, win, 5),
+        "offsets must be non-decreasing": (decreasing, win, 4),
+        "offsets must start at 0": (shifted, win, 4),
+        "position_window length must equal position_ptr": (ptr, win[:-1], 4),
+        "position_ptr must have P \\+ 1 entries": (ptr[:-1], win, 4),
+    }
+
+
+@pytest.mark.parametrize("message", list(_bad_poolings()))
+def test_a_pooling_that_would_index_out_of_bounds_is_refused_by_both_back_ends(backend, message):
+    # dccnn.Pooling is public: the Numba kernels wrote out of bounds (a segfault) where the
+    # C++ core refused; both now refuse it with the same message
+    ptr, win, Q = _bad_poolings()[message]
+    side = math.isqrt(Q) if math.isqrt(Q) ** 2 == Q else 1
+    pool = dccnn.Pooling((3, 3), 2, 1, (side, Q // side), ptr, win)
+    with pytest.raises(ValueError, match=f"pooling: {message.strip()}"):
+        dccnn.pooled_kernel_blocks(ZP1, pooling=pool, backend=backend)
+
+
 def test_eps_of_normalisation():
     with pytest.raises(ValueError, match="eps"):
         dccnn.extract_patches(X4, 2, normalize=True, eps=-0.1)
@@ -287,6 +319,8 @@ def test_unknown_kernel(kernel):
     (dict(gamma=True), TypeError, "gamma"),
     (dict(kernel="polynomial", degree=0), ValueError, "degree"),
     (dict(kernel="polynomial", degree=-2), ValueError, "degree"),
+    (dict(kernel="polynomial", degree=101), ValueError, "degree: must be <= 100"),
+    (dict(kernel="polynomial", degree=2**31), ValueError, "degree: must be <= 100"),
     (dict(kernel="polynomial", degree=2.5), TypeError, "degree"),
     (dict(kernel="polynomial", degree=2.0), TypeError, "degree"),
     (dict(kernel="polynomial", coef0=np.nan), ValueError, "coef0"),
@@ -351,6 +385,15 @@ def test_memory_budget_is_the_size_of_the_result(dtype, itemsize):
     dccnn.extract_patches(X, 2, max_memory=nbytes)
     with pytest.raises(MemoryError, match="budget"):
         dccnn.extract_patches(X, 2, max_memory=nbytes - 1)
+
+
+@pytest.mark.parametrize("max_memory,error", [(np.nan, ValueError), (-1, ValueError),
+                                              (0, ValueError), ("1GB", TypeError),
+                                              (True, TypeError), ([2**30], TypeError)])
+def test_max_memory_itself_is_checked(max_memory, error):
+    # NaN used to switch every check off (the absurd allocation below then reached numpy)
+    with pytest.raises(error, match="max_memory"):
+        dccnn.extract_patches(np.ones((1, 1, 1)), 1, padding=2**20, max_memory=max_memory)
 
 
 def test_default_budget_stops_absurd_allocations():

@@ -5,6 +5,11 @@ namespace dccnn {
 
 enum class KernelKind : int { rbf = 0, inverse_polynomial = 1, polynomial = 2, linear = 3 };
 
+// Largest polynomial degree: a value costs degree - 1 multiplications in the compiled loops,
+// so 2^31 - 1 ran for minutes past Ctrl-C, and beyond a few dozen the kernel is numerically a
+// step function anyway.
+constexpr int kMaxDegree = 100;
+
 struct KernelSpec {
   KernelKind kind = KernelKind::rbf;
   double gamma = 1.0;     // rbf: exp(-gamma ||z - z'||^2)

@@ -4,6 +4,8 @@ import os
 
 import numpy as np
 
+from ._validation import check_float
+
 # Fraction of the available memory a single allocation may take when no budget is given.
 DEFAULT_FRACTION = 0.5
 
@@ -15,7 +17,7 @@ def format_bytes(nbytes):
         if value < 1024:
             break
         value, unit = value / 1024, bigger
-    return f"{nbytes} B" if unit == "B" else f"{value:.3g} {unit}"
+    return f"{value:g} B" if unit == "B" else f"{value:.3g} {unit}"
 
 
 def available_memory():
@@ -37,7 +39,8 @@ def memory_budget(max_memory=None):
     """The byte budget of one allocation: ``max_memory``, or else half of the memory available
     now (None where that cannot be read)."""
     if max_memory is not None:
-        return max_memory
+        # NaN compared as "never over budget", a string failed inside a comparison
+        return check_float(max_memory, "max_memory", minimum=0, exclusive=True)
     avail = available_memory()
     return None if avail is None else int(avail * DEFAULT_FRACTION)
 

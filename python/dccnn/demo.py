@@ -8,7 +8,7 @@ import time
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m dccnn", description=__doc__)
-    parser.add_argument("--verbose", type=int, default=0, help="progress output: 0 none, 1 or more a line per solver report")
+    parser.add_argument("--verbose", type=int, default=0, help="progress output: 0 none, 1 a line per solver report, 2 also the inner solvers' iterations")
     parser.add_argument("--n-jobs", type=int, default=None, help="threads (default: all)")
     args = parser.parse_args(argv)
 

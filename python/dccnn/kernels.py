@@ -13,6 +13,7 @@ from .pooling import Pooling
 
 # Kernel names and the codes the compiled core and the Numba twin use for them.
 KERNELS = {"rbf": 0, "inverse_polynomial": 1, "polynomial": 2, "linear": 3}
+MAX_DEGREE = 100  # the core's kMaxDegree (csrc/dccnn/kernel_spec.hpp)
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class KernelParams:
 def resolve_kernel(kernel, d, *, gamma=None, degree=2, coef0=1.0, constant=0.0):
     check_choice(kernel, "kernel", KERNELS)
     gamma = 1.0 / d if gamma is None else check_float(gamma, "gamma", minimum=0, exclusive=True)
-    degree = check_int(degree, "degree", minimum=1)
+    degree = check_int(degree, "degree", minimum=1, maximum=MAX_DEGREE)
     coef0 = check_float(coef0, "coef0")
     constant = check_float(constant, "constant", minimum=0)
     return KernelParams(kernel, gamma, degree, coef0, constant)
@@ -90,7 +91,7 @@ def kernel_matrix(Z1, Z2=None, kernel="rbf", *, gamma=None, degree=2, coef0=1.0,
 
     ``Z2=None`` means ``Z2 = Z1``. Kernels: ``rbf`` exp(-gamma |z - z'|^2) (gamma=None: 1/d),
     ``inverse_polynomial`` 1/(2 - <z, z'>) (every row must have norm <= 1), ``polynomial``
-    (<z, z'> + coef0)^degree and ``linear``; ``constant`` is added to every value. The result
+    (<z, z'> + coef0)^degree (degree 1 to 100) and ``linear``; ``constant`` is added to every value. The result
     is float32 when both inputs are float32, float64 otherwise.
 
     ``device="cuda"`` evaluates it on the GPU (needs the CUDA build, see

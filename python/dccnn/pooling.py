@@ -72,18 +72,19 @@ def make_pooling(grid_shape, size=None, stride=None):
     if size > Hp or size > Wp:
         raise ValueError(f"pool_size: a {size}x{size} window does not fit the {Hp}x{Wp} grid")
     Hq, Wq = (Hp - size) // stride + 1, (Wp - size) // stride + 1
-    # One (position, window) pair per member of every window, plus the CSR pointers: a huge
-    # grid must fail here, not after minutes of building lists.
-    check_allocation((Hp * Wp + 1 + Hq * Wq * size * size,), np.int64, "make_pooling",
+    # One (position, window) pair per member of every window: the index grids, the pairs and
+    # their sort take about six int64 arrays of that many entries, plus the CSR pointers. A
+    # huge grid must fail here, before any of it is built.
+    members = Hq * Wq * size * size
+    check_allocation((Hp * Wp + 1 + 6 * members,), np.int64, "make_pooling",
                      argument="grid_shape", advice="Use a smaller grid of patch positions.")
-    members = [[] for _ in range(Hp * Wp)]
-    for qy in range(Hq):
-        for qx in range(Wq):
-            q = qy * Wq + qx
-            for y in range(qy * stride, qy * stride + size):
-                for x in range(qx * stride, qx * stride + size):
-                    members[y * Wp + x].append(q)
+    qy, qx, dy, dx = np.meshgrid(np.arange(Hq), np.arange(Wq), np.arange(size),
+                                 np.arange(size), indexing="ij", sparse=True)
+    position = ((qy * stride + dy) * Wp + qx * stride + dx).ravel()
+    window = np.broadcast_to(qy * Wq + qx, (Hq, Wq, size, size)).ravel()
+    # CSR by position; each position's windows in increasing order
+    order = np.lexsort((window, position))
     ptr = np.zeros(Hp * Wp + 1, dtype=np.int64)
-    ptr[1:] = np.cumsum([len(m) for m in members])
-    win = np.array([q for m in members for q in m], dtype=np.int32)
+    ptr[1:] = np.cumsum(np.bincount(position, minlength=Hp * Wp))
+    win = window[order].astype(np.int32)
     return Pooling((Hp, Wp), size, stride, (Hq, Wq), ptr, win)

@@ -6,6 +6,7 @@ import numpy as np
 from ._threads import set_threads
 
 RBF, INVERSE_POLYNOMIAL, POLYNOMIAL, LINEAR = 0, 1, 2, 3
+MAX_DEGREE = 100  # the core's kMaxDegree (csrc/dccnn/kernel_spec.hpp)
 
 
 def tile_engine():
@@ -81,8 +82,8 @@ def _check_kernel(kind, gamma, degree, constant):
         raise ValueError("constant: must be >= 0")
     if kind == RBF and gamma <= 0:
         raise ValueError("gamma: must be > 0")
-    if kind == POLYNOMIAL and degree < 1:
-        raise ValueError("degree: must be >= 1")
+    if kind == POLYNOMIAL and not 1 <= degree <= MAX_DEGREE:
+        raise ValueError(f"degree: must be between 1 and {MAX_DEGREE}")
 
 
 def kernel_matrix(Z1, Z2, kind, gamma, degree, coef0, constant, n_threads):
@@ -99,14 +100,38 @@ def kernel_matrix(Z1, Z2, kind, gamma, degree, coef0, constant, n_threads):
     return out
 
 
+def validate_pooling(position_ptr, position_window, n_windows, n_positions):
+    """The C++ core's checks of a pooling map, with its messages (the compiled loops index
+    memory with these arrays unchecked). Returns them as int64 and int32 arrays."""
+    ptr, win = np.asarray(position_ptr), np.asarray(position_window)
+    if ptr.dtype.kind not in "iu" or win.dtype.kind not in "iu":
+        raise TypeError("pooling: position_ptr and position_window must be integer arrays")
+    ptr, win = ptr.astype(np.int64, copy=False), win.astype(np.int32, copy=False)
+    if ptr.shape != (n_positions + 1,):
+        raise ValueError("pooling: position_ptr must have P + 1 entries")
+    if win.ndim != 1 or win.shape[0] != ptr[-1]:
+        raise ValueError("pooling: position_window length must equal position_ptr[-1]")
+    if n_windows < 1 or n_positions < 1:
+        raise ValueError("pooling: empty pooling map")
+    if ptr[0] != 0:
+        raise ValueError("pooling: offsets must start at 0")
+    if np.any(np.diff(ptr) < 0):
+        raise ValueError("pooling: offsets must be non-decreasing")
+    if win.size and (win.min() < 0 or win.max() >= n_windows):
+        raise ValueError("pooling: window out of range")
+    if np.bincount(win, minlength=n_windows).min() == 0:
+        raise ValueError("pooling: every window needs at least one position")
+    return ptr, win
+
+
 def pooled_kernel_blocks(Z1, Z2, position_ptr, position_window, n_windows, kind, gamma, degree,
                          coef0, constant, n_threads):
     if Z1.ndim != 3:
         raise ValueError("Z1: expected a 3-d array (n1, P, d)")
     if Z2 is not None and (Z2.ndim != 3 or Z2.shape[1:] != Z1.shape[1:]):
         raise ValueError("Z2: expected a 3-d array (n2, P, d) with the P and d of Z1")
-    if position_ptr.shape != (Z1.shape[1] + 1,):
-        raise ValueError("pooling: position_ptr must have P + 1 entries")
+    position_ptr, position_window = validate_pooling(position_ptr, position_window, n_windows,
+                                                     Z1.shape[1])
     _check_kernel(kind, gamma, degree, constant)
     symmetric = Z2 is None
     Z2 = Z1 if symmetric else Z2
