@@ -326,6 +326,8 @@ def test_load_names_path_for_files_that_are_not_dccnn_files(tmp_path):
     with pytest.raises(MemoryError, match="max_memory: loading"):
         dccnn.load(saved, max_memory=1000)
     assert dccnn.load(saved, max_memory=10**6).n_filters_ >= 1
+    with pytest.raises(ValueError, match="max_memory: must be > 0"):
+        dccnn.load(saved, max_memory=-1)
 
 
 def two_layer_network():

@@ -10,7 +10,7 @@ import zipfile
 
 import numpy as np
 
-from ._memory import check_allocation
+from ._memory import check_allocation, memory_budget
 
 FORMAT = "dccnn"
 FORMAT_VERSION = 1
@@ -114,6 +114,7 @@ def load(path, *, max_memory=None):
     would exceed the memory budget (``max_memory`` bytes, default half of the available
     memory) raise MemoryError before they are read.
     """
+    budget = memory_budget(max_memory)  # a bad max_memory is named before the file is read
     try:
         data = np.load(path, allow_pickle=False)
     except (EOFError, ValueError, zipfile.BadZipFile) as e:
@@ -123,7 +124,7 @@ def load(path, *, max_memory=None):
     with data:
         try:
             check_allocation((_declared_bytes(data),), np.uint8, f"loading {path!r}",
-                             max_memory=max_memory)
+                             max_memory=budget)
             if "__header__" not in data.files:
                 raise ValueError("no header")
             header = json.loads(str(data["__header__"]))
