@@ -25,10 +25,19 @@ def _kernel_value(dot, sqn_a, sqn_b, kind, gamma, degree, coef0, constant):
     return dot + constant
 
 
+# Multiply-adds per call of a compiled loop: Numba's loops cannot see a pending Ctrl-C, so the
+# wrappers run them in chunks of about this much work (a few tenths of a second on one core)
+# and Python raises KeyboardInterrupt between two chunks, as the C++ core polls within 50 ms.
+CHUNK_WORK = 2**27
+
+
+def _chunk_size(work_per_item):
+    """Items per chunk: about CHUNK_WORK multiply-adds, and at least one per thread."""
+    return max(numba.get_num_threads(), CHUNK_WORK // max(1, work_per_item))
+
+
 @numba.njit(parallel=True, cache=True)
-def _kernel_matrix(Z1, Z2, kind, gamma, degree, coef0, constant, out):
-    sq1 = (Z1 * Z1).sum(axis=1)
-    sq2 = (Z2 * Z2).sum(axis=1)
+def _kernel_matrix(Z1, sq1, Z2, sq2, kind, gamma, degree, coef0, constant, out):
     for i in numba.prange(Z1.shape[0]):
         for j in range(Z2.shape[0]):
             dot = 0.0
@@ -38,34 +47,30 @@ def _kernel_matrix(Z1, Z2, kind, gamma, degree, coef0, constant, out):
 
 
 @numba.njit(parallel=True, cache=True)
-def _pooled(Z1, Z2, symmetric, ptr, win, n_windows, kind, gamma, degree, coef0, constant, out):
-    n1, P, d = Z1.shape
-    n2 = Z2.shape[0]
+def _pooled(Z1, sq1, Z2, sq2, pair_i, pair_j, symmetric, ptr, win, n_windows, kind, gamma,
+            degree, coef0, constant, out):
+    P, d = Z1.shape[1], Z1.shape[2]
     counts = np.zeros(n_windows)
     for m in range(ptr[P]):
         counts[win[m]] += 1.0
-    sq1 = (Z1 * Z1).sum(axis=2)
-    sq2 = (Z2 * Z2).sum(axis=2)
-    for i in numba.prange(n1):
+    for t in numba.prange(pair_i.shape[0]):
+        i, j = pair_i[t], pair_j[t]
         block = np.zeros((n_windows, n_windows))
-        j0 = i if symmetric else 0
-        for j in range(j0, n2):
-            block[:] = 0.0
-            for p in range(P):
-                for pp in range(P):
-                    dot = 0.0
-                    for k in range(d):
-                        dot += Z1[i, p, k] * Z2[j, pp, k]
-                    v = _kernel_value(dot, sq1[i, p], sq2[j, pp], kind, gamma, degree, coef0,
-                                      constant)
-                    for a in range(ptr[p], ptr[p + 1]):
-                        for b in range(ptr[pp], ptr[pp + 1]):
-                            block[win[a], win[b]] += v
-            for q in range(n_windows):
-                for r in range(n_windows):
-                    out[i, j, q, r] = block[q, r] / (counts[q] * counts[r])
-                    if symmetric:
-                        out[j, i, r, q] = out[i, j, q, r]
+        for p in range(P):
+            for pp in range(P):
+                dot = 0.0
+                for k in range(d):
+                    dot += Z1[i, p, k] * Z2[j, pp, k]
+                v = _kernel_value(dot, sq1[i, p], sq2[j, pp], kind, gamma, degree, coef0,
+                                  constant)
+                for a in range(ptr[p], ptr[p + 1]):
+                    for b in range(ptr[pp], ptr[pp + 1]):
+                        block[win[a], win[b]] += v
+        for q in range(n_windows):
+            for r in range(n_windows):
+                out[i, j, q, r] = block[q, r] / (counts[q] * counts[r])
+                if symmetric:
+                    out[j, i, r, q] = out[i, j, q, r]
 
 
 def _check_unit_ball(Z, name):
@@ -96,7 +101,11 @@ def kernel_matrix(Z1, Z2, kind, gamma, degree, coef0, constant, n_threads):
     out = np.empty((Z1.shape[0], Z2.shape[0]), dtype=Z1.dtype)
     set_threads(n_threads)
     t = Z1.dtype.type
-    _kernel_matrix(Z1, Z2, kind, t(gamma), degree, t(coef0), t(constant), out)
+    sq1, sq2 = (Z1 * Z1).sum(axis=1), (Z2 * Z2).sum(axis=1)
+    rows = _chunk_size(Z2.shape[0] * Z1.shape[1])
+    for r0 in range(0, Z1.shape[0], rows):
+        _kernel_matrix(Z1[r0:r0 + rows], sq1[r0:r0 + rows], Z2, sq2, kind, t(gamma), degree,
+                       t(coef0), t(constant), out[r0:r0 + rows])
     return out
 
 
@@ -140,6 +149,29 @@ def pooled_kernel_blocks(Z1, Z2, position_ptr, position_window, n_windows, kind,
         _check_unit_ball(Z2, "Z2")
     out = np.empty((Z1.shape[0], Z2.shape[0], n_windows, n_windows), dtype=Z1.dtype)
     set_threads(n_threads)
-    _pooled(Z1, Z2, symmetric, position_ptr, position_window, n_windows, kind, float(gamma),
-            degree, float(coef0), float(constant), out)
+    sq1, sq2 = (Z1 * Z1).sum(axis=2), (Z2 * Z2).sum(axis=2)
+    P, d = Z1.shape[1:]
+    for pair_i, pair_j in _pair_chunks(Z1.shape[0], Z2.shape[0], symmetric,
+                                       _chunk_size(P * P * d)):
+        _pooled(Z1, sq1, Z2, sq2, pair_i, pair_j, symmetric, position_ptr, position_window,
+                n_windows, kind, float(gamma), degree, float(coef0), float(constant), out)
     return out
+
+
+def _pair_chunks(n1, n2, symmetric, size):
+    """The image pairs (i, j) to evaluate, j >= i where symmetric, in row-major order: index
+    arrays of at most ``size`` pairs each."""
+    rows, cols, count = [], [], 0
+    for i in range(n1):
+        js = np.arange(i if symmetric else 0, n2)
+        while js.size:
+            take = js[:size - count]
+            rows.append(np.full(take.size, i))
+            cols.append(take)
+            count += take.size
+            js = js[take.size:]
+            if count == size:
+                yield np.concatenate(rows), np.concatenate(cols)
+                rows, cols, count = [], [], 0
+    if count:
+        yield np.concatenate(rows), np.concatenate(cols)
