@@ -151,6 +151,12 @@ def test_transform_has_feature_names_and_pandas_output(digits):
     assert list(frame.columns) == list(pipe[-1].get_feature_names_out())
 
 
+def test_image_shape_must_hold_integers(digits):
+    X, y = digits
+    with pytest.raises(TypeError, match="image_shape"):
+        dccnn.DCCNNClassifier(FAST, image_shape=(8.5, 8)).fit(X[:20], y[:20])
+
+
 def test_channels_last_image_shape_warns(digits):
     X, y = digits
     with pytest.warns(UserWarning, match=r"image_shape: \(8, 8, 1\) is read as \(C, H, W\)"):

@@ -365,11 +365,27 @@ def test_max_iter_warns_with_the_gap():
     (dict(features="nystroem", solver="primal", loss="hinge"), ValueError, "solver"),
     (dict(tol=0.0), ValueError, "tol"),
     (dict(backend="fortran"), ValueError, "backend"),
+    # numpy's own messages before, or (0) silently the default
+    (dict(features="nystroem", n_components=-5), ValueError, "n_components"),
+    (dict(features="nystroem", n_components=0), ValueError, "n_components"),
+    (dict(features="nystroem", n_components=2.5), TypeError, "n_components"),
+    (dict(random_state="a"), TypeError, "random_state"),
+    (dict(random_state=-1), ValueError, "random_state"),
+    (dict(callback=5), TypeError, "callback"),
 ])
 def test_bad_parameters(kwargs, exc, match):
     X, y = make_problem("squared_hinge", 3, 6, n=12)
     with pytest.raises(exc, match=match):
         dccnn.fit_layer(X, y, patch_size=3, **kwargs)
+
+
+def test_a_legacy_random_state_seeds_the_fit():
+    # scikit-learn's convention: a RandomState draws the seed, so equal states give equal fits
+    X, y = make_problem("squared_hinge", 3, 6, n=12)
+    fits = [dccnn.fit_layer(X, y, patch_size=3, features="nystroem", n_components=10,
+                            solver="admm", tol=1e-3, random_state=np.random.RandomState(4))
+            for _ in range(2)]
+    np.testing.assert_array_equal(fits[0].decision_function(X), fits[1].decision_function(X))
 
 
 def test_bad_targets():

@@ -285,6 +285,14 @@ def test_a_pooling_that_would_index_out_of_bounds_is_refused_by_both_back_ends(b
         dccnn.pooled_kernel_blocks(ZP1, pooling=pool, backend=backend)
 
 
+@pytest.mark.parametrize("image_shape,error", [((5.5, 5), TypeError), (("5", 5), TypeError),
+                                               ((5, 5, 5), ValueError), ((-5, 5), ValueError),
+                                               ("55", ValueError)])
+def test_patch_grid_shape_checks_the_image_shape(image_shape, error):
+    with pytest.raises(error, match="image_shape"):
+        dccnn.patch_grid_shape(image_shape, 3)
+
+
 def test_eps_of_normalisation():
     with pytest.raises(ValueError, match="eps"):
         dccnn.extract_patches(X4, 2, normalize=True, eps=-0.1)

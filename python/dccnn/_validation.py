@@ -25,6 +25,18 @@ def check_int(value, name, *, minimum=None, maximum=None):
     return value
 
 
+def check_seed(value, name):
+    """A seed for ``np.random.default_rng``: None, an integer >= 0, a SeedSequence, BitGenerator
+    or Generator, or a legacy RandomState (scikit-learn's convention), from which one integer
+    seed is drawn. Anything else raises naming ``name``."""
+    if value is None or isinstance(value, (np.random.SeedSequence, np.random.BitGenerator,
+                                           np.random.Generator)):
+        return value
+    if isinstance(value, np.random.RandomState):
+        return int(value.randint(2**31 - 1))
+    return check_int(value, name, minimum=0)
+
+
 def check_float(value, name, *, minimum=None, exclusive=False):
     """Return ``value`` as a finite Python float, or raise naming ``name``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):

@@ -117,7 +117,7 @@ class _DCCNNBase(TransformerMixin, BaseEstimator):
             side = math.isqrt(n_features)
             # a square image when the size allows it, else a one-row strip
             return (1, side, side) if side * side == n_features else (1, 1, n_features)
-        shape = tuple(int(s) for s in np.atleast_1d(self.image_shape))
+        shape = tuple(check_int(s, "image_shape") for s in np.atleast_1d(self.image_shape))
         if len(shape) == 2:
             shape = (1,) + shape
         if len(shape) != 3 or min(shape) < 1:

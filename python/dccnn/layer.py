@@ -11,7 +11,7 @@ from ._progress import FitProgress
 from ._memory import check_allocation, format_bytes, memory_budget
 from ._targets import encode_targets
 from ._threads import scipy_blas_single_thread
-from ._validation import check_choice, check_float, check_int
+from ._validation import check_choice, check_float, check_int, check_seed
 from .certificate import Certificate, primal_objective
 from .feature_maps import LANDMARKS, LinearMap, NystroemMap, RandomFourierMap
 from .features import (ExactFeatures, ExplicitFeatures, cross_from_blocks, device_cross,
@@ -320,6 +320,11 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     max_iter = None if max_iter is None else check_int(max_iter, "max_iter", minimum=1)
     if max_filters is not None:
         max_filters = check_int(max_filters, "max_filters", minimum=1)
+    if n_components is not None:
+        n_components = check_int(n_components, "n_components", minimum=1)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a callable or None, got {type(callback).__name__}")
+    random_state = check_seed(random_state, "random_state")
     if isinstance(gamma, str) and gamma != "median":
         raise ValueError(f"gamma: expected a positive number, None or 'median', got {gamma!r}")
     if solver in EXPLICIT_SOLVERS and features == "exact":

@@ -17,7 +17,10 @@ def as_images(X, name="X"):
 
 def patch_grid_shape(image_shape, size, stride=1, padding=0):
     """(H', W') of the grid of patch positions of an (H, W) image, or a ValueError."""
-    H, W = image_shape
+    if isinstance(image_shape, (str, bytes)) or not hasattr(image_shape, "__len__") or len(
+            image_shape) != 2:
+        raise ValueError(f"image_shape: expected (H, W), got {image_shape!r}")
+    H, W = (check_int(s, "image_shape", minimum=1) for s in image_shape)
     # Bounded so that the core's index arithmetic can never overflow int64.
     size = check_int(size, "size", minimum=1, maximum=2**31)
     stride = check_int(stride, "stride", minimum=1, maximum=2**31)
