@@ -14,6 +14,7 @@ from ._memory import check_allocation, memory_budget
 
 FORMAT = "dccnn"
 FORMAT_VERSION = 1
+MODELS = ("ConvexLayer", "Network")  # what a file holds at its top
 
 
 def _registry():
@@ -82,7 +83,7 @@ def _decode(value, arrays, registry):
 def save(obj, path):
     """Write a fitted ``ConvexLayer`` or ``Network`` to ``path`` (an .npz file)."""
     registry = _registry()
-    if type(obj).__name__ not in ("ConvexLayer", "Network"):
+    if type(obj).__name__ not in MODELS:
         raise TypeError(f"obj: expected a fitted ConvexLayer or Network, got {type(obj).__name__}")
     if not hasattr(obj, "linear_weights_") and not hasattr(obj, "layers_"):
         raise ValueError("obj: fit it before saving")
@@ -141,7 +142,7 @@ def load(path, *, max_memory=None):
     except (AttributeError, KeyError, RecursionError, TypeError, ValueError) as e:
         raise ValueError(f"path: {path!r} holds a damaged dccnn object "
                          f"({type(e).__name__}: {e})") from e
-    if type(obj).__name__ not in ("ConvexLayer", "Network"):
+    if type(obj).__name__ not in MODELS:
         raise ValueError(f"path: {path!r} holds a {type(obj).__name__}, not a ConvexLayer or "
                          f"Network")
     return obj
