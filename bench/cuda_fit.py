@@ -38,14 +38,15 @@ LAYER = dict(patch_size=3, padding=1, pool_size=2, pool_stride=2, kernel="rbf", 
 Q = 16
 
 
-def fit(n, budget, device):
+def fit(n, budget, device, n_jobs=None):
     digits = load_digits()
     X, y = digits.images / 16.0, digits.target
     max_memory = None if budget >= 1 else int(budget * n * n * Q * Q * 8)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the memory-budget warning is what is measured here
-        layer = dccnn.fit_layer(X[:n], y[:n], max_memory=max_memory, device=device, **LAYER)
+        layer = dccnn.fit_layer(X[:n], y[:n], max_memory=max_memory, device=device,
+                                 n_jobs=n_jobs, **LAYER)
     seconds = time.perf_counter() - start
     start = time.perf_counter()
     error = float(np.mean(layer.predict(X[n:]) != y[n:]))
@@ -57,6 +58,9 @@ def main(argv=None):
     parser.add_argument("--n", type=int, nargs="*", default=[300, 1000])
     parser.add_argument("--budget", type=float, nargs="*", default=[1.0, 0.25])
     parser.add_argument("--devices", nargs="*", default=["cpu", "cuda"], choices=["cpu", "cuda"])
+    parser.add_argument("--cpu-jobs", type=int, nargs="*", default=[0],
+                        help="threads of the CPU rows, one row each (0: all cores); e.g. 2 0 "
+                             "compares the GPU with the 2-core machines of bench/README.md too")
     args = parser.parse_args(argv)
     print(machine_summary())
     if "cuda" in args.devices and not _cuda_backend.cuda_available():
@@ -68,9 +72,11 @@ def main(argv=None):
     print("|---|---|---|---|---|---|---|---|---|---|")
     for n in args.n:
         for budget in args.budget:
-            for device in args.devices:
-                seconds, predict_seconds, error, layer = fit(n, budget, device)
-                print(f"| {n} | {budget:g} | {device} | {seconds:.2f} | {predict_seconds:.2f} | "
+            runs = [(d, j) for d in args.devices for j in (args.cpu_jobs if d == "cpu" else [0])]
+            for device, jobs in runs:
+                seconds, predict_seconds, error, layer = fit(n, budget, device, jobs or None)
+                label = f"{device}, {jobs} threads" if jobs else device
+                print(f"| {n} | {budget:g} | {label} | {seconds:.2f} | {predict_seconds:.2f} | "
                       f"{layer.solver} | "
                       f"{layer.n_iter_} | {100 * error:.1f}% | {layer.gap_:.1e} | "
                       f"{layer.n_filters_} |", flush=True)

@@ -7,7 +7,8 @@
 # 1. builds dccnn._core and dccnn._cuda (sm_90) with CMake into build/gpu;
 # 2. runs the GPU tests of tests/test_cuda.py against the CPU core (kernel blocks, the
 #    reductions on the device, fits on device="cuda");
-# 3. bench/cuda_fit.py: whole exact fits on the CPU core and on the GPU, same process;
+# 3. bench/cuda_fit.py: whole exact fits on the CPU core (2 threads, all cores) and on the
+#    GPU, same process;
 # 4. bench/cuda_kernel_blocks.py: block throughput against the GPU's peak;
 # 5. bench/kernel_matrix.py on all the machine's cores (issue 2's 15x over numpy);
 # 6. last, with what time is left: compute-sanitizer (memcheck, then racecheck on the shared
@@ -23,14 +24,17 @@ step() { printf '\n=== %s (%s s) ===\n' "$*" "$SECONDS"; }
 
 step "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
-nproc
+nproc; lscpu | grep -m1 "Model name" || true
+nvcc --version | tail -1; g++ --version | head -1; cmake --version | head -1
 $PY -c "import numpy, scipy, numba, sklearn, pybind11; print('numpy', numpy.__version__, 'scipy', scipy.__version__, 'numba', numba.__version__, 'sklearn', sklearn.__version__)"
 
 step "build dccnn._core and dccnn._cuda"
+build_log=${OUT:-/tmp}/gpu_build.log
 cmake -S . -B build/gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DDCCNN_USE_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES=90-real -DPython_EXECUTABLE="$(command -v $PY)" \
-  -Dpybind11_DIR="$($PY -c 'import pybind11; print(pybind11.get_cmake_dir())')" >/dev/null \
-  && cmake --build build/gpu --target _core _cuda -j "$(nproc)" >/dev/null || exit 1
+  -Dpybind11_DIR="$($PY -c 'import pybind11; print(pybind11.get_cmake_dir())')" >"$build_log" \
+  && cmake --build build/gpu --target _core _cuda -j "$(nproc)" >>"$build_log" \
+  || { tail -30 "$build_log"; exit 1; }
 pkg=$(mktemp -d)
 cp -r python/dccnn "$pkg/"
 rm -f "$pkg"/dccnn/_core*.so "$pkg"/dccnn/_cuda*.so
@@ -40,13 +44,14 @@ $PY -c "from dccnn import _cuda_backend as c; c.get_cuda(); print(c.device_info(
   || exit 1
 
 step "GPU tests (tests/test_cuda.py)"
-timeout 240 $PY -m pytest -q -x -p no:cacheprovider tests/test_cuda.py -m cuda 2>&1 | tail -25
+timeout 240 $PY -m pytest -q -rf --maxfail=10 -p no:cacheprovider tests/test_cuda.py -m cuda \
+  2>&1 | tail -40
 
 step "bench/cuda_fit.py: exact fits, CPU core against the GPU"
-timeout 200 $PY bench/cuda_fit.py --n 300 1000 --budget 1
+timeout 200 $PY bench/cuda_fit.py --n 300 1000 --budget 1 --cpu-jobs 2 0
 
 step "bench/cuda_kernel_blocks.py"
-timeout 90 $PY bench/cuda_kernel_blocks.py
+timeout 90 $PY bench/cuda_kernel_blocks.py --json "${OUT:-/tmp}/cuda_kernel_blocks.json"
 
 step "bench/kernel_matrix.py on $(nproc) cores (numpy with its own OpenBLAS kernels)"
 timeout 90 env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $PY bench/kernel_matrix.py
