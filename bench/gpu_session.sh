@@ -48,7 +48,7 @@ timeout 240 $PY -m pytest -q -rf --maxfail=10 -p no:cacheprovider tests/test_cud
   2>&1 | tail -40
 
 step "bench/cuda_fit.py: exact fits, CPU core against the GPU"
-timeout 200 $PY bench/cuda_fit.py --n 300 1000 --budget 1 --cpu-jobs 2 0
+timeout 240 $PY bench/cuda_fit.py --n 300 1000 1500 --budget 1 --cpu-jobs 2 0
 
 step "bench/cuda_kernel_blocks.py"
 timeout 90 $PY bench/cuda_kernel_blocks.py --json "${OUT:-/tmp}/cuda_kernel_blocks.json"
@@ -64,7 +64,7 @@ sanitize() {  # tool, time limit, tests (-k expression)
 }
 if command -v compute-sanitizer >/dev/null; then
   sanitize memcheck 120 "(reduced_on_the_device and 3-nonsym) or (in_batches and nonsym) or several_tiles"
-  sanitize racecheck 60 "reduced_on_the_device and 1-sym-pool2-f32"
+  sanitize racecheck 90 "reduced_on_the_device and gpu-sym and (pool2-f32 or split-windows169-f64)"
 else
   echo "compute-sanitizer not found"
 fi

@@ -18,8 +18,12 @@
 // each (row piece, column piece) in double; otherwise the values are parked in shared memory,
 // each row is summed over the column pieces (float partial sums of at most 4 values,
 // accumulated in double) and then over the row pieces (double). Without split windows every
-// output belongs to exactly one tile and is written once, scaled by 1 / (|S_q| |S_q'|); with
-// split windows the tiles add into a double accumulator with atomics and a last pass scales.
+// output belongs to exactly one tile and is written once, scaled by 1 / (|S_q| |S_q'|). With
+// split windows an output gathers the sums of several (row piece, column piece) pairs, each
+// from exactly one tile: every pair has its own slot in a double accumulator (R x R slots per
+// output, R = the most pieces a window can have), and a last pass adds the slots in a fixed
+// order and scales. Atomic additions would take less memory, but their order, and so the
+// last bits of the blocks, would change from run to run.
 //
 // Symmetric case (Z2 = Z1): only the tiles with row chunk <= column chunk are computed; the
 // other outputs are filled by a transpose pass. Batches of image pairs keep the device memory
@@ -211,6 +215,7 @@ struct TileArgs {
   bool diag;  // symmetric diagonal batch: tiles below the diagonal are skipped
   T* out;
   double* acc;
+  int piece_slots;  // split windows: R, the most pieces of one window (acc has R^2 per output)
   long long ld_pairs;  // column images (plain: columns) of the output buffer
   // Kernel parameters (rbf: gamma_e = gamma * log2(e) in float, gamma in double).
   T gamma_e, two_gamma_e, coef0, constant;
@@ -305,9 +310,16 @@ struct Smem {
   static_assert(C::BM * (C::BM / C::VW + C::VW) <= stage, "group sums must fit in a stage");
   static constexpr int norms = MODE == kPooled ? 2 * C::BM : 3 * C::BM;
   static constexpr int c1 = MODE == kPooled ? C::G * C::LDC * 8 : 0;
-  static constexpr int tables = MODE == kPlain ? 0 : 4 * C::BM * 8 + 6 * C::BM * 4;
+  static constexpr int tables = MODE == kPlain ? 0 : 4 * C::BM * 8 + 4 * C::BM * 4;
   static constexpr int bytes = (operands + norms) * s + c1 + tables;
 };
+
+// Rank of a piece among the pieces of its window, which are consecutive in the plan.
+__device__ inline int piece_rank(const int* piece_seg, int piece) {
+  int rank = 0;
+  while (piece - rank > 0 && piece_seg[piece - rank - 1] == piece_seg[piece]) ++rank;
+  return rank;
+}
 
 // Rows of one chunk of the row side against column chunks [blockIdx.x * tiles_per_block, ...)
 // of the column side (kPooled: one column chunk per block). Each tile is BM x BM patch-kernel
@@ -338,16 +350,19 @@ __global__ void __launch_bounds__(256, 2) tile_kernel(const TileArgs<T> p, int n
   auto sbuf = [&](int b) { return sa + BM * (1 + b); };
   unsigned char* tables_base = smem + (S::operands + S::norms) * S::s + S::c1;
   double* C1 = reinterpret_cast<double*>(smem + (S::operands + S::norms) * S::s);
+  // Output index of (piece k, piece l) = rp_off[k] + cp_off[l]; split windows: the index of
+  // its slot in acc, and rp_mirror[k] + cp_mirror[l] that of the transposed pair's slot.
   long long* rp_off = reinterpret_cast<long long*>(tables_base);
-  long long* cp_off = rp_off + BM;  // output index of (piece k, piece l) = rp_off + cp_off
+  long long* cp_off = rp_off + BM;
   double* rp_inv = reinterpret_cast<double*>(cp_off + BM);  // 1 / |S_q|
   double* cp_inv = rp_inv + BM;
+  // the last pass scales split windows: their inverse sizes' tables hold the mirror indices
+  long long* rp_mirror = reinterpret_cast<long long*>(rp_inv);
+  long long* cp_mirror = reinterpret_cast<long long*>(cp_inv);
   int* rp_start = reinterpret_cast<int*>(cp_inv + BM);
   int* rp_len = rp_start + BM;
-  int* rp_seg = rp_len + BM;
-  int* cp_start = rp_seg + BM;
+  int* cp_start = rp_len + BM;
   int* cp_len = cp_start + BM;
-  int* cp_seg = cp_len + BM;
 
   const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
   const int lr = tid % BM, kt = tid / BM;  // the row of a stage this thread copies
@@ -402,9 +417,14 @@ __global__ void __launch_bounds__(256, 2) tile_kernel(const TileArgs<T> p, int n
       const long long ia = seg / Q, qa = seg - ia * Q;
       rp_start[e] = p.a_piece_row[pa0 + e] - row0;
       rp_len[e] = p.a_piece_len[pa0 + e];
-      rp_seg[e] = seg;
-      rp_off[e] = ia * p.ld_pairs * QQ + qa * Q;
-      rp_inv[e] = p.inv_count[qa];
+      if constexpr (SPLIT) {
+        const long long R = p.piece_slots, rank = piece_rank(p.a_piece_seg, pa0 + e);
+        rp_off[e] = (ia * p.ld_pairs * QQ + qa * Q) * R * R + rank * R;
+        rp_mirror[e] = (ia * QQ + qa) * R * R + rank;
+      } else {
+        rp_off[e] = ia * p.ld_pairs * QQ + qa * Q;
+        rp_inv[e] = p.inv_count[qa];
+      }
     }
   }
   if (tid >= BM && tid < 2 * BM) {
@@ -449,9 +469,14 @@ __global__ void __launch_bounds__(256, 2) tile_kernel(const TileArgs<T> p, int n
         const long long jb = seg / Q, qb = seg - jb * Q;
         cp_start[e] = p.b_piece_row[pb0 + e] - col0;
         cp_len[e] = p.b_piece_len[pb0 + e];
-        cp_seg[e] = seg;
-        cp_off[e] = jb * QQ + qb;
-        cp_inv[e] = p.inv_count[qb];
+        if constexpr (SPLIT) {
+          const long long R = p.piece_slots, rank = piece_rank(p.b_piece_seg, pb0 + e);
+          cp_off[e] = (jb * QQ + qb) * R * R + rank;
+          cp_mirror[e] = (jb * p.ld_pairs * QQ + qb * Q) * R * R + rank * R;
+        } else {
+          cp_off[e] = jb * QQ + qb;
+          cp_inv[e] = p.inv_count[qb];
+        }
       }
     }
 
@@ -514,12 +539,9 @@ __global__ void __launch_bounds__(256, 2) tile_kernel(const TileArgs<T> p, int n
       const bool mirror = SPLIT && p.diag && cr < cc;
       auto emit = [&](int k, int l, double s) {
         if constexpr (SPLIT) {
-          atomicAdd(p.acc + rp_off[k] + cp_off[l], s);
-          if (mirror) {
-            const long long ia = rp_seg[k] / Q, qa = rp_seg[k] - ia * Q;
-            const long long jb = cp_seg[l] / Q, qb = cp_seg[l] - jb * Q;
-            atomicAdd(p.acc + ((jb * p.ld_pairs + ia) * Q + qb) * Q + qa, s);
-          }
+          // slot (output, rank of the row piece, rank of the column piece), see the top
+          p.acc[rp_off[k] + cp_off[l]] = s;
+          if (mirror) p.acc[rp_mirror[k] + cp_mirror[l]] = s;
         } else {
           p.out[rp_off[k] + cp_off[l]] = static_cast<T>(s * rp_inv[k] * cp_inv[l]);
         }
@@ -666,13 +688,17 @@ __global__ void transpose_blocks(const T* src, T* dst, int bi, int bj, int Q,
   }
 }
 
+// The slots of each output (split windows) added in order, then scaled.
 template <class T>
-__global__ void finalize_kernel(const double* acc, T* out, long long count, int Q,
+__global__ void finalize_kernel(const double* acc, int slots, T* out, long long count, int Q,
                                 const double* inv_count) {
   for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < count;
        idx += (long long)gridDim.x * blockDim.x) {
     const long long qb = idx % Q, qa = (idx / Q) % Q;
-    out[idx] = static_cast<T>(acc[idx] * inv_count[qa] * inv_count[qb]);
+    const double* a = acc + idx * slots;
+    double sum = 0.0;
+    for (int t = 0; t < slots; ++t) sum += a[t];
+    out[idx] = static_cast<T>(sum * inv_count[qa] * inv_count[qb]);
   }
 }
 
@@ -1006,6 +1032,9 @@ RunStats run(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P, index_
   const std::int64_t Q = L.Q, M = L.M, Q2 = Q * Q, K = cross ? res.K : 0;
   const bool split = pooled && L.max_window > BM;
   st.split_windows = split;
+  // A window of c > BM rows that starts inside a chunk has at most ceil(c / BM) + 1 pieces.
+  const std::int64_t piece_slots = split ? (L.max_window + BM - 1) / BM + 1 : 1;
+  const std::int64_t acc_slots = split ? piece_slots * piece_slots : 0;
 
   int dev = 0, sms = 1;
   DCCNN_CUDA(cudaGetDevice(&dev));
@@ -1039,7 +1068,7 @@ RunStats run(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P, index_
   if (fixed + stage_bytes > budget) fail_budget(fixed + stage_bytes + 2 * Q2 * s);
   // Images (rows) per batch: two output slots of bi x bj blocks (and of their traces).
   auto per_pair = [&](bool with_mirror) {
-    return Q2 * (s * (with_mirror ? 2 : 1) + (split ? 8 : 0)) +
+    return Q2 * (s * (with_mirror ? 2 : 1) + 8 * acc_slots) +
            (traces ? 8 * (with_mirror ? 2 : 1) : 0);
   };
   const std::int64_t grid_cap = pooled ? std::max<std::int64_t>(1, (65535ll * BM) / (2 * M) - 1)
@@ -1123,7 +1152,7 @@ RunStats run(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P, index_
   for (int k = 0; k < 2; ++k) {
     outp[k].reset(static_cast<std::size_t>(bi * bj * Q2), &tracker);
     if (multi) outm[k].reset(static_cast<std::size_t>(bi * bj * Q2), &tracker);
-    if (split) accb[k].reset(static_cast<std::size_t>(bi * bj * Q2), &tracker);
+    if (split) accb[k].reset(static_cast<std::size_t>(bi * bj * Q2 * acc_slots), &tracker);
     if (traces) trp[k].reset(static_cast<std::size_t>(bi * bj), &tracker);
     if (traces && multi) trm[k].reset(static_cast<std::size_t>(bi * bj), &tracker);
   }
@@ -1202,6 +1231,7 @@ RunStats run(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P, index_
       a.diag = diag;
       a.out = outp[slot].get();
       a.acc = split ? accb[slot].get() : nullptr;
+      a.piece_slots = static_cast<int>(piece_slots);
       a.ld_pairs = nj;
       int nca, ncb;
       const DevicePlan* pa = nullptr;
@@ -1227,10 +1257,13 @@ RunStats run(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P, index_
       }
       const std::int64_t count = ni * nj * Q2;
       if (split) {
-        DCCNN_CUDA(cudaMemsetAsync(accb[slot].get(), 0, static_cast<std::size_t>(count * 8), compute.s));
+        // the slots of pieces a window does not have stay 0
+        DCCNN_CUDA(cudaMemsetAsync(accb[slot].get(), 0, static_cast<std::size_t>(count * acc_slots * 8),
+                                   compute.s));
         launch_tile_mode<T>(kind, mode, true, a, nca, ncb, sms, compute.s);
         const unsigned blocks = static_cast<unsigned>(std::min<std::int64_t>((count + 255) / 256, 1 << 20));
-        finalize_kernel<T><<<blocks, 256, 0, compute.s>>>(accb[slot].get(), outp[slot].get(), count,
+        finalize_kernel<T><<<blocks, 256, 0, compute.s>>>(accb[slot].get(), static_cast<int>(acc_slots),
+                                                         outp[slot].get(), count,
                                                          static_cast<int>(Q), inv_d.get());
         DCCNN_CUDA_LAUNCHED("finalize_kernel");
       } else {

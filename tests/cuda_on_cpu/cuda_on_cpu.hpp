@@ -32,7 +32,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstddef>
@@ -525,11 +524,6 @@ inline void __pipeline_wait_prior(std::size_t prior) {
     cuda_on_cpu::complete(f->committed.front());
     f->committed.pop_front();
   }
-}
-
-template <class T>
-T atomicAdd(T* address, T value) {
-  return std::atomic_ref<T>(*address).fetch_add(value);
 }
 
 // ---------------------------------------------------------------------------------------------
