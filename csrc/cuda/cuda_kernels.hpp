@@ -45,7 +45,7 @@ struct RunStats {
   double device_seconds = 0;  // from the first upload to the last copy back (CUDA events)
   std::int64_t batches = 0;   // batch pairs launched
   std::int64_t batch_rows = 0, batch_cols = 0;  // images (or rows) per batch
-  bool split_windows = false;  // some window was larger than a tile (atomic accumulation)
+  bool split_windows = false;  // some window was larger than a tile (accumulated in slots)
   std::int64_t device_bytes = 0;  // peak bytes allocated by the call
 };
 
