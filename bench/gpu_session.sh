@@ -3,6 +3,8 @@
 # that fits a 10-minute device call (bench/README.md says what each part measures):
 #
 #   bash bench/gpu_session.sh            # on the device machine, from the repository root
+#   bash bench/gpu_session.sh tests fit  # the build, then only the steps named (tests, fit,
+#                                        # blocks, kernel_matrix, sanitize)
 #
 # 1. builds dccnn._core and dccnn._cuda (sm_90) with CMake into build/gpu;
 # 2. runs the GPU tests of tests/test_cuda.py against the CPU core (kernel blocks, the
@@ -21,6 +23,8 @@ log=${OUT:-/tmp}/gpu_session.log
 exec > >(tee "$log") 2>&1
 export PYTHONUNBUFFERED=1
 step() { printf '\n=== %s (%s s) ===\n' "$*" "$SECONDS"; }
+wanted=" ${*:-tests fit blocks kernel_matrix sanitize} "
+runs() { [[ $wanted == *" $1 "* ]]; }
 
 step "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
@@ -43,27 +47,30 @@ export PYTHONPATH="$pkg"
 $PY -c "from dccnn import _cuda_backend as c; c.get_cuda(); print(c.device_info())" \
   || exit 1
 
-step "GPU tests (tests/test_cuda.py)"
+runs tests && step "GPU tests (tests/test_cuda.py)" &&
 timeout 240 $PY -m pytest -q -rf --maxfail=10 -p no:cacheprovider tests/test_cuda.py -m cuda \
   2>&1 | tail -40
 
-step "bench/cuda_fit.py: exact fits, CPU core against the GPU"
-timeout 240 $PY bench/cuda_fit.py --n 300 1000 1500 --budget 1 --cpu-jobs 2 0
+runs fit && step "bench/cuda_fit.py: exact fits, CPU core against the GPU" &&
+timeout 240 $PY bench/cuda_fit.py --n 300 1000 1500 --budget 1 --cpu-jobs 2 0 \
+  --devices cpu cuda cuda-each-pass
 
-step "bench/cuda_kernel_blocks.py"
+runs blocks && step "bench/cuda_kernel_blocks.py" &&
 timeout 90 $PY bench/cuda_kernel_blocks.py --json "${OUT:-/tmp}/cuda_kernel_blocks.json"
 
-step "bench/kernel_matrix.py on $(nproc) cores (numpy with its own OpenBLAS kernels)"
+runs kernel_matrix && step "bench/kernel_matrix.py on $(nproc) cores (numpy's OpenBLAS kernels)" &&
 timeout 90 env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $PY bench/kernel_matrix.py
 
-step "compute-sanitizer: memcheck and racecheck on small GPU tests"
 sanitize() {  # tool, time limit, tests (-k expression)
   timeout "$2" compute-sanitizer --tool "$1" --error-exitcode 9 --print-limit 20 \
     $PY -m pytest -q -x -p no:cacheprovider tests/test_cuda.py -m cuda -k "$3" 2>&1 | tail -25
   echo "compute-sanitizer --tool $1: exit ${PIPESTATUS[0]} (9: errors found, 124: out of time)"
 }
-if command -v compute-sanitizer >/dev/null; then
-  sanitize memcheck 120 "(reduced_on_the_device and 3-nonsym) or (in_batches and nonsym) or several_tiles"
+if ! runs sanitize; then
+  :
+elif command -v compute-sanitizer >/dev/null; then
+  step "compute-sanitizer: memcheck and racecheck on small GPU tests"
+  sanitize memcheck 120 "(reduced_on_the_device and 3-nonsym) or (in_batches and nonsym) or several_tiles or (held and f64)"
   sanitize racecheck 90 "reduced_on_the_device and gpu-sym and (pool2-f32 or split-windows169-f64)"
 else
   echo "compute-sanitizer not found"

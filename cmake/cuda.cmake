@@ -29,7 +29,7 @@ set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 find_package(CUDAToolkit REQUIRED)
 
 add_library(dccnn_cuda_kernels STATIC csrc/cuda/pooled_kernel_blocks.cu
-            csrc/cuda/block_reductions.cu csrc/dccnn/kernel_spec.cpp)
+            csrc/cuda/block_reductions.cu csrc/cuda/held_blocks.cu csrc/dccnn/kernel_spec.cpp)
 target_include_directories(dccnn_cuda_kernels PUBLIC csrc csrc/cuda)
 set_target_properties(dccnn_cuda_kernels PROPERTIES
   CUDA_RUNTIME_LIBRARY Static

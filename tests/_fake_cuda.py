@@ -47,3 +47,25 @@ class FakeCuda:
         self.calls.append("pooled_kernel_traces")
         blocks = self._blocks(Z1, Z2, ptr, win, Q, kind, gamma, degree, coef0, constant)
         return np.einsum("ijqq->ij", blocks.astype(np.float64)), {}
+
+    def held_blocks(self, Z, ptr, win, Q, kind, gamma, degree, coef0, constant, budget=0):
+        """Held when the blocks take at most half of a budget (0: no budget, always)."""
+        if budget and Z.shape[0] ** 2 * Q * Q * Z.itemsize > budget / 2:
+            raise MemoryError("holding the pooled kernel blocks: over half the budget")
+        self.calls.append("held_blocks")
+        return FakeHeldBlocks(self, self._blocks(Z, None, ptr, win, Q, kind, gamma, degree,
+                                                 coef0, constant).astype(np.float64))
+
+
+class FakeHeldBlocks:
+    def __init__(self, fake, blocks):
+        self.fake, self.blocks = fake, blocks
+
+    def cross(self, beta):
+        self.fake.calls.append("held_cross")
+        n, _, Q, _ = self.blocks.shape
+        return np.einsum("ijqr,jc->iqrc", self.blocks, beta).reshape(n, Q, -1), {}
+
+    def traces(self):
+        self.fake.calls.append("held_traces")
+        return np.einsum("ijqq->ij", self.blocks), {}

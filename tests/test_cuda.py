@@ -379,6 +379,39 @@ def test_blocks_reduced_on_the_device_match_the_cpu(rng, dtype, case, symmetric)
                                   _cuda_backend.pooled_kernel_cross(Z1, Z2, beta, *args[2:]))
 
 
+@pytest.mark.usefixtures("cuda_device")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(BATCH_CASES))
+def test_held_blocks_match_the_cpu(rng, dtype, case):
+    """The blocks evaluated once into device memory (under the smallest budget that takes
+    them: in several batches, each copied into place on the device), then contracted with new
+    weights and traced on every call: the CPU core's results, the same bits on every call,
+    within the budget. They are not held, and nothing is allocated, where they would take
+    more than half the budget."""
+    (grid, d, size, stride), (n, _) = BATCH_CASES[case]
+    pooling = dccnn.make_pooling(grid, size, stride)
+    Q = pooling.n_windows
+    Z = make_patches(rng, n, grid, d, dtype, "rbf")
+    args = (Z, pooling.position_ptr, pooling.position_window, Q, 0, 0.7, 2, 1.0, 0.1)
+    blocks = dccnn.pooled_kernel_blocks(Z, pooling=pooling, gamma=0.7,
+                                        constant=0.1).astype(np.float64)
+    held_bytes = n * n * Q * Q * Z.itemsize
+    assert _cuda_backend.held_blocks(*args, max_device_memory=2 * held_bytes - 1) is None
+    cuda = _cuda_backend.get_cuda()
+    held, stats = _batched(lambda budget: (lambda h: (h, h.evaluation))(
+        cuda.held_blocks(*args, budget)))
+    assert held.held_bytes == held_bytes and stats["device_bytes"] > held_bytes
+    for K in (1, 3, 11):
+        beta = rng.standard_normal((n, K))
+        H, _ = held.cross(beta)
+        assert_close(H, _contracted_reference(blocks, beta), dtype)
+        np.testing.assert_array_equal(H, held.cross(beta)[0])
+    traces, _ = held.traces()
+    assert_close(traces, np.einsum("ijqq->ij", blocks), dtype)
+    with pytest.raises(ValueError, match="beta"):
+        held.cross(np.ones((n + 1, 2)))
+
+
 # ---------------------------------------------------------------------------------------------
 # device= on fit_layer and the estimators
 # ---------------------------------------------------------------------------------------------
@@ -431,10 +464,15 @@ def fake_cuda(monkeypatch):
     return fake
 
 
+@pytest.mark.parametrize("held", [True, False], ids=["held", "evaluated-each-pass"])
 @pytest.mark.parametrize("solver", ["admm", "dual"])
-def test_exact_fit_on_cuda_brings_back_reductions_only(fake_cuda, solver, capsys):
+def test_exact_fit_on_cuda_brings_back_reductions_only(fake_cuda, solver, held, capsys,
+                                                       monkeypatch):
     """On the GPU the exact back-end asks the device for the blocks contracted with beta (and,
-    for ADMM, their traces), never for the blocks themselves, and fits what the CPU fits."""
+    for ADMM, their traces), never for the blocks themselves, and fits what the CPU fits. The
+    blocks are held on the device when they take at most half the device memory budget (24^2
+    blocks of 4 x 4 float64: 74 KiB), else evaluated again on every pass."""
+    monkeypatch.setenv("DCCNN_CUDA_MAX_MEMORY", "1M" if held else "100K")
     X, _ = _small_problem()
     # three classes (K = 3): with K = 1 a block layout mix-up (q and q' swapped) would not
     # change the fit, as M(beta) and the scores of symmetric S are invariant to it
@@ -443,10 +481,18 @@ def test_exact_fit_on_cuda_brings_back_reductions_only(fake_cuda, solver, capsys
                   tol=1e-8, random_state=0)
     cpu = dccnn.fit_layer(X, y, **common)
     gpu = dccnn.fit_layer(X, y, device="cuda", verbose=1, **common)
-    assert "evaluated and reduced on the GPU" in capsys.readouterr().out
+    out = capsys.readouterr().out
     assert "pooled_kernel_blocks" not in fake_cuda.calls
-    assert "pooled_kernel_cross" in fake_cuda.calls
-    assert ("pooled_kernel_traces" in fake_cuda.calls) == (solver == "admm")
+    if held:
+        assert "blocks held and reduced on the GPU" in out
+        assert fake_cuda.calls.count("held_blocks") == 1
+        assert "held_cross" in fake_cuda.calls and "pooled_kernel_cross" not in fake_cuda.calls
+        assert ("held_traces" in fake_cuda.calls) == (solver == "admm")
+    else:
+        assert "evaluated and reduced on the GPU on each pass" in out
+        assert "held_blocks" not in fake_cuda.calls
+        assert "pooled_kernel_cross" in fake_cuda.calls
+        assert ("pooled_kernel_traces" in fake_cuda.calls) == (solver == "admm")
     assert gpu.primal_objective_ == pytest.approx(cpu.primal_objective_, rel=1e-7)
     assert gpu.n_filters_ == cpu.n_filters_
     np.testing.assert_allclose(gpu.alpha_, cpu.alpha_, atol=1e-5 * np.abs(cpu.alpha_).max())

@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <memory>
 #include <string>
 
 #include "bindings/common.hpp"
@@ -179,6 +180,73 @@ py::tuple pooled_kernel_traces(const carray<T>& Z1, const py::object& Z2_or_none
   return py::make_tuple(out, stats_dict(st));
 }
 
+// The blocks of all pairs of Z evaluated once and held on the device (GIL released, Ctrl-C
+// between batches); MemoryError when they do not fit the budget.
+template <class T>
+std::unique_ptr<dc::HeldBlocks<T>> held_blocks(const carray<T>& Z,
+                                               const carray<index_t>& position_ptr,
+                                               const carray<std::int32_t>& position_window,
+                                               index_t n_windows, int kind, double gamma,
+                                               int degree, double coef0, double constant,
+                                               std::int64_t max_device_memory) {
+  const auto c = pooled_call(Z, py::none(), position_ptr, position_window, n_windows, kind, gamma,
+                             degree, coef0, constant);
+  const auto& g = c.args;
+  require(g.n1 >= 1, "Z: expected at least one image");
+  const T* a = Z.data();
+  std::unique_ptr<dc::HeldBlocks<T>> held;
+  run_without_gil(max_device_memory, false, [&](const dc::Options& opt) {
+    held = std::make_unique<dc::HeldBlocks<T>>(a, g.n1, g.P, g.d, c.position_ptr,
+                                               c.position_window, n_windows, c.spec, opt);
+    return held->evaluation();
+  });
+  return held;
+}
+
+template <class T>
+void bind_held_blocks(py::module_& m, const char* name) {
+  using H = dc::HeldBlocks<T>;
+  // module-local: builds of this module under other names (the CPU emulation's, in the
+  // tests) can be loaded in the same process
+  py::class_<H>(m, name, py::module_local(),
+                "Pooled kernel blocks of all pairs of one set of images, held on the GPU")
+      .def("cross",
+           [](const H& h, const carray<double>& beta) {
+             require(beta.ndim() == 2 && beta.shape(0) == h.n() && beta.shape(1) >= 1,
+                     "beta: expected a 2-d array (n, K) with a row per image");
+             const index_t K = beta.shape(1), Q = h.n_windows();
+             carray<double> out({h.n(), Q, Q * K});
+             const double* w = beta.data();
+             double* o = out.mutable_data();
+             dc::RunStats st;
+             {
+               py::gil_scoped_release release;
+               st = h.cross(w, K, o);
+             }
+             return py::make_tuple(out, stats_dict(st));
+           },
+           py::arg("beta"))
+      .def("traces",
+           [](const H& h) {
+             carray<double> out({h.n(), h.n()});
+             double* o = out.mutable_data();
+             dc::RunStats st;
+             {
+               py::gil_scoped_release release;
+               st = h.traces(o);
+             }
+             return py::make_tuple(out, stats_dict(st));
+           })
+      .def_property_readonly("n", &H::n)
+      .def_property_readonly("n_windows", &H::n_windows)
+      .def_property_readonly("held_bytes", &H::held_bytes)
+      .def_property_readonly("evaluation", [](const H& h) { return stats_dict(h.evaluation()); });
+  m.def("held_blocks", &held_blocks<T>, py::arg("Z").noconvert(), py::arg("position_ptr"),
+        py::arg("position_window"), py::arg("n_windows"), py::arg("kind"), py::arg("gamma"),
+        py::arg("degree"), py::arg("coef0"), py::arg("constant"),
+        py::arg("max_device_memory") = 0);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
@@ -235,4 +303,6 @@ PYBIND11_MODULE(_cuda, m) {
         py::arg("Z2"), py::arg("position_ptr"), py::arg("position_window"),
         py::arg("n_windows"), py::arg("kind"), py::arg("gamma"), py::arg("degree"),
         py::arg("coef0"), py::arg("constant"), py::arg("max_device_memory") = 0);
+  bind_held_blocks<float>(m, "HeldBlocksFloat32");
+  bind_held_blocks<double>(m, "HeldBlocksFloat64");
 }

@@ -37,6 +37,8 @@ struct Options {
   std::int64_t max_device_memory = 0;
   // Benchmarks only: compute every block on the device but copy nothing back (out may be null).
   bool discard_output = false;
+  // out is device memory (HeldBlocks): the blocks are copied there, not to the host.
+  bool out_on_device = false;
   // Polled between batches; returns true when the computation must stop. May be empty.
   std::function<bool()> check;
 };
@@ -98,6 +100,39 @@ RunStats pooled_kernel_traces(const T* Z1, index_t n1, const T* Z2, index_t n2, 
                               index_t d, const index_t* position_ptr,
                               const std::int32_t* position_window, index_t n_windows,
                               const KernelSpec& spec, double* traces, const Options& opt);
+
+// The pooled blocks of all pairs of one set of images (Z2 = Z1), evaluated once and held in
+// device memory, for solvers that reduce them with new weights on every pass: each cross()
+// or traces() then reads n^2 Q^2 values instead of evaluating them again. The constructor
+// throws DeviceMemoryError, before allocating anything, when the blocks (n^2 Q^2 T) take more
+// than half of opt.max_device_memory; the batches of their evaluation, then the reductions'
+// own buffers (n Q^2 K + n K, or n^2, float64), must fit what is left of it.
+template <class T>
+class HeldBlocks {
+ public:
+  HeldBlocks(const T* Z, index_t n, index_t P, index_t d, const index_t* position_ptr,
+             const std::int32_t* position_window, index_t n_windows, const KernelSpec& spec,
+             const Options& opt);
+  ~HeldBlocks();
+  HeldBlocks(const HeldBlocks&) = delete;
+  HeldBlocks& operator=(const HeldBlocks&) = delete;
+
+  // H (n, Q, Q * K) float64, as pooled_kernel_cross with Z2 = Z1.
+  RunStats cross(const double* beta, index_t K, double* H) const;
+  // traces (n, n) float64, as pooled_kernel_traces with Z2 = Z1.
+  RunStats traces(double* out) const;
+  index_t n() const { return n_; }
+  index_t n_windows() const { return Q_; }
+  // Bytes held on the device, and the statistics of the evaluation.
+  std::int64_t held_bytes() const;
+  const RunStats& evaluation() const { return evaluation_; }
+
+ private:
+  T* blocks_ = nullptr;
+  index_t n_ = 0, Q_ = 0;
+  std::int64_t budget_ = 0;  // what the reductions may use beside the blocks (0: no limit set)
+  RunStats evaluation_;
+};
 
 }  // namespace cuda
 }  // namespace dccnn

@@ -46,120 +46,12 @@
 
 #include "block_reductions.cuh"
 #include "cuda_kernels.hpp"
+#include "device_memory.cuh"
 
 namespace dccnn {
 namespace cuda {
 
 namespace {
-
-// ---------------------------------------------------------------------------------------------
-// Errors and resources
-// ---------------------------------------------------------------------------------------------
-
-void check_cuda(cudaError_t e, const char* what, const char* file, int line) {
-  if (e == cudaSuccess) return;
-  (void)cudaGetLastError();  // clear a non-sticky error so that later calls can run
-  std::string msg = std::string("CUDA error ") + cudaGetErrorName(e) + " (" +
-                    cudaGetErrorString(e) + ") in " + what + " [" + file + ":" +
-                    std::to_string(line) + "]";
-  if (e == cudaErrorMemoryAllocation) throw DeviceMemoryError(msg);
-  throw DeviceError(msg);
-}
-
-#define DCCNN_CUDA(expr) check_cuda((expr), #expr, __FILE__, __LINE__)
-#define DCCNN_CUDA_LAUNCHED(name) check_cuda(cudaGetLastError(), name, __FILE__, __LINE__)
-
-std::string mib(double bytes) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.1f MiB", bytes / (1024.0 * 1024.0));
-  return buf;
-}
-
-struct Tracker {
-  std::int64_t now = 0, peak = 0;
-  void add(std::int64_t b) {
-    now += b;
-    peak = std::max(peak, now);
-  }
-};
-
-template <class U>
-class DevBuf {
- public:
-  DevBuf() = default;
-  DevBuf(std::size_t n, Tracker* t) { reset(n, t); }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  ~DevBuf() { release(); }
-  void reset(std::size_t n, Tracker* t) {
-    release();
-    if (n == 0) return;
-    void* p = nullptr;
-    const cudaError_t e = cudaMalloc(&p, n * sizeof(U));
-    if (e != cudaSuccess) {
-      (void)cudaGetLastError();
-      throw DeviceMemoryError("cudaMalloc of " + mib(double(n * sizeof(U))) +
-                              " failed: " + cudaGetErrorString(e));
-    }
-    ptr_ = static_cast<U*>(p);
-    bytes_ = static_cast<std::int64_t>(n * sizeof(U));
-    tracker_ = t;
-    if (tracker_) tracker_->add(bytes_);
-  }
-  void release() {
-    if (ptr_) {
-      cudaFree(ptr_);
-      if (tracker_) tracker_->now -= bytes_;
-    }
-    ptr_ = nullptr;
-    bytes_ = 0;
-  }
-  U* get() const { return ptr_; }
-
- private:
-  U* ptr_ = nullptr;
-  std::int64_t bytes_ = 0;
-  Tracker* tracker_ = nullptr;
-};
-
-template <class U>
-void upload_vector(DevBuf<U>& buf, const std::vector<U>& v, Tracker* t, cudaStream_t s) {
-  buf.reset(std::max<std::size_t>(v.size(), 1), t);
-  if (!v.empty())
-    DCCNN_CUDA(cudaMemcpyAsync(buf.get(), v.data(), v.size() * sizeof(U), cudaMemcpyHostToDevice, s));
-}
-
-struct Stream {
-  cudaStream_t s = nullptr;
-  Stream() { DCCNN_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking)); }
-  ~Stream() {
-    if (s) cudaStreamDestroy(s);
-  }
-  Stream(const Stream&) = delete;
-  Stream& operator=(const Stream&) = delete;
-};
-
-struct Event {
-  cudaEvent_t e = nullptr;
-  explicit Event(bool timing = false) {
-    DCCNN_CUDA(cudaEventCreateWithFlags(&e, timing ? cudaEventDefault : cudaEventDisableTiming));
-  }
-  ~Event() {
-    if (e) cudaEventDestroy(e);
-  }
-  Event(const Event&) = delete;
-  Event& operator=(const Event&) = delete;
-};
-
-// Destroyed before the buffers it is declared after: no kernel or copy still runs on memory
-// that is being freed when an exception unwinds the orchestration.
-struct SyncOnExit {
-  cudaStream_t a, b;
-  ~SyncOnExit() {
-    if (a) cudaStreamSynchronize(a);
-    if (b) cudaStreamSynchronize(b);
-  }
-};
 
 // ---------------------------------------------------------------------------------------------
 // Tile configuration and kernel arguments
@@ -895,6 +787,20 @@ void require_device() {
   if (count == 0) throw DeviceError("device='cuda': no CUDA device is present");
 }
 
+// rows x row_bytes, contiguous in src, into rows `pitch` apart in dst: one 2-d copy, or one
+// copy per row where the pitch is beyond what cudaMemcpy2D takes.
+void copy_rows(char* dst, std::size_t pitch, const char* src, std::size_t row_bytes,
+               std::size_t rows, cudaMemcpyKind kind, cudaStream_t s) {
+  cudaError_t e = cudaMemcpy2DAsync(dst, pitch, src, row_bytes, row_bytes, rows, kind, s);
+  if (e == cudaErrorInvalidPitchValue || e == cudaErrorInvalidValue) {
+    (void)cudaGetLastError();
+    for (std::size_t r = 0; r < rows; ++r)
+      DCCNN_CUDA(cudaMemcpyAsync(dst + r * pitch, src + r * row_bytes, row_bytes, kind, s));
+    return;
+  }
+  DCCNN_CUDA(e);
+}
+
 // Large outputs go to the host through two pinned staging halves: the DMA of one piece runs
 // while host threads copy the previous one into the (pageable) result array. Pageable copies
 // straight from the device are several times slower (the driver stages them itself).
@@ -925,7 +831,8 @@ class StagedCopier {
   void copy(char* host, std::size_t host_pitch, const char* dev, std::size_t row_bytes,
             std::size_t rows, cudaStream_t s) {
     if (rows == 0 || row_bytes == 0) return;
-    if (!pinned_ || row_bytes > kHalf) return copy_pageable(host, host_pitch, dev, row_bytes, rows, s);
+    if (!pinned_ || row_bytes > kHalf)
+      return copy_rows(host, host_pitch, dev, row_bytes, rows, cudaMemcpyDeviceToHost, s);
     const std::size_t per = kHalf / row_bytes;  // rows per piece
     const std::size_t n_pieces = (rows + per - 1) / per;
     auto enqueue = [&](std::size_t piece) {
@@ -941,20 +848,6 @@ class StagedCopier {
       const std::size_t r0 = piece * per, nr = std::min(per, rows - r0);
       scatter(host + r0 * host_pitch, host_pitch, half(piece), row_bytes, nr);
     }
-  }
-
-  static void copy_pageable(char* host, std::size_t host_pitch, const char* dev,
-                            std::size_t row_bytes, std::size_t rows, cudaStream_t s) {
-    cudaError_t e = cudaMemcpy2DAsync(host, host_pitch, dev, row_bytes, row_bytes, rows,
-                                      cudaMemcpyDeviceToHost, s);
-    if (e == cudaErrorInvalidPitchValue || e == cudaErrorInvalidValue) {
-      (void)cudaGetLastError();
-      for (std::size_t r = 0; r < rows; ++r)
-        DCCNN_CUDA(cudaMemcpyAsync(host + r * host_pitch, dev + r * row_bytes, row_bytes,
-                                   cudaMemcpyDeviceToHost, s));
-      return;
-    }
-    DCCNN_CUDA(e);
   }
 
  private:
@@ -1108,7 +1001,7 @@ RunStats run(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P, index_
   const std::int64_t pair_bytes = traces ? 8 : Q2 * s;
   // Pinned staging for outputs of 64 MiB and more, where it beats the cost of pinning
   // (declared before the guard: the guard waits for the copies before the staging is freed).
-  StagedCopier copier(!opt.discard_output && !cross &&
+  StagedCopier copier(!opt.discard_output && !opt.out_on_device && !cross &&
                       n1 * n2 * pair_bytes >= (std::int64_t(64) << 20));
   SyncOnExit guard{compute.s, copy.s};
   PlanCache plans_a, plans_b;
@@ -1195,19 +1088,24 @@ RunStats run(const T* Z1, index_t n1, const T* Z2, index_t n2, index_t P, index_
     if (!pd.active) return;
     DCCNN_CUDA(cudaStreamWaitEvent(copy.s, computed[slot].e, 0));
     if (!opt.discard_output && !cross) {
-      char* host = traces ? reinterpret_cast<char*>(res.values) : reinterpret_cast<char*>(res.blocks);
+      char* dest = traces ? reinterpret_cast<char*>(res.values) : reinterpret_cast<char*>(res.blocks);
       const char* dp = traces ? reinterpret_cast<const char*>(trp[slot].get())
                               : reinterpret_cast<const char*>(outp[slot].get());
       const char* dm = traces ? reinterpret_cast<const char*>(trm[slot].get())
                               : reinterpret_cast<const char*>(outm[slot].get());
       const std::size_t pitch = static_cast<std::size_t>(n2 * pair_bytes);
-      copier.copy(host + (pd.i0 * n2 + pd.j0) * pair_bytes, pitch, dp,
-                  static_cast<std::size_t>(pd.nj * pair_bytes), static_cast<std::size_t>(pd.ni),
-                  copy.s);
-      if (pd.mirror)
-        copier.copy(host + (pd.j0 * n2 + pd.i0) * pair_bytes, pitch, dm,
-                    static_cast<std::size_t>(pd.ni * pair_bytes), static_cast<std::size_t>(pd.nj),
+      auto out_rows = [&](std::int64_t r0, std::int64_t nr, std::int64_t c0, std::int64_t nc,
+                          const char* src) {
+        char* dst = dest + (r0 * n2 + c0) * pair_bytes;
+        const auto row_bytes = static_cast<std::size_t>(nc * pair_bytes);
+        if (opt.out_on_device)
+          copy_rows(dst, pitch, src, row_bytes, static_cast<std::size_t>(nr), cudaMemcpyDeviceToDevice,
                     copy.s);
+        else
+          copier.copy(dst, pitch, src, row_bytes, static_cast<std::size_t>(nr), copy.s);
+      };
+      out_rows(pd.i0, pd.ni, pd.j0, pd.nj, dp);
+      if (pd.mirror) out_rows(pd.j0, pd.nj, pd.i0, pd.ni, dm);
     }
     DCCNN_CUDA(cudaEventRecord(copied[slot].e, copy.s));
     pd.active = false;

@@ -9,7 +9,9 @@ needs an NVIDIA driver only when it is used.
 Device memory: every call keeps its allocations under a budget, in bytes: the
 ``max_device_memory`` argument of the functions below, else the environment variable
 ``DCCNN_CUDA_MAX_MEMORY`` (bytes, or with a suffix K, M, G), else 80% of the free device memory.
-The pooled blocks of all pairs are computed in batches of image pairs that fit the budget.
+The pooled blocks of all pairs are computed in batches of image pairs that fit the budget;
+a solver's passes read them from device memory where they take at most half of it
+(:func:`held_blocks`).
 """
 
 import os
@@ -152,3 +154,18 @@ def pooled_kernel_traces(Z1, Z2, position_ptr, position_window, n_windows, kind,
     out, _ = get_cuda().pooled_kernel_traces(Z1, Z2, position_ptr, position_window, n_windows,
                                              kind, gamma, degree, coef0, constant, budget)
     return out
+
+
+def held_blocks(Z, position_ptr, position_window, n_windows, kind, gamma, degree, coef0,
+                constant, *, max_device_memory=None):
+    """The pooled blocks of all pairs of Z evaluated once and held in device memory, or None
+    when they would take more than half the device memory budget (the rest is for their
+    evaluation and the reductions). The object's ``cross(beta)`` and ``traces()`` return
+    (result, stats) with the results of ``pooled_kernel_cross`` and ``pooled_kernel_traces``
+    with ``Z2=None``, reading the held blocks instead of evaluating them again."""
+    budget = resolve_device_memory(max_device_memory)
+    try:
+        return get_cuda().held_blocks(Z, position_ptr, position_window, n_windows, kind, gamma,
+                                      degree, coef0, constant, budget)
+    except MemoryError:
+        return None

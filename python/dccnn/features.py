@@ -9,8 +9,8 @@ products of the columns of G(beta) with every pooled feature of every training i
 two passes over psi at n Q m K each, the cost of one FISTA iteration, where ``cross`` would
 cost n Q m T, Q times more. ``ExactFeatures`` holds the pooled kernel blocks (those of the
 images that fit the memory budget; the others are evaluated again on each pass);
-``DeviceExactFeatures`` (device="cuda") evaluates them on the GPU on each pass and reduces
-them there; ``ExplicitFeatures`` holds psi_q(x) in R^m (from a feature map of
+``DeviceExactFeatures`` (device="cuda") holds them in device memory, or evaluates them on
+the GPU on each pass where they do not fit, and reduces them there; ``ExplicitFeatures`` holds psi_q(x) in R^m (from a feature map of
 feature_maps.py: Nystroem, random Fourier or the patches themselves for the linear kernel)
 and is also what the primal solvers need.
 """
@@ -149,11 +149,13 @@ class ExactFeatures(ExactBackend):
 
 
 class DeviceExactFeatures(ExactBackend):
-    """The exact back-end on the GPU (device="cuda"): every pass evaluates the pooled blocks of
-    all pairs on the device, in batches under the device memory budget, and reduces each
-    batch there (``cross``: contracted with beta; ``trace_gram``: its traces). Only n Q T
-    (or n^2) numbers come back, so no block is held in host memory, and the pass costs
-    the GPU's kernel evaluations (SPEC §5: "evaluated blockwise on the fly")."""
+    """The exact back-end on the GPU (device="cuda"). The pooled blocks of all pairs are
+    evaluated once and held in device memory when they take at most half the device memory
+    budget (``held``), and every pass reduces them there (``cross``: contracted with beta;
+    ``trace_gram``: their traces). Larger sets are evaluated again on every pass, in batches
+    under the budget, each batch reduced on the device (SPEC §5: "evaluated blockwise on the
+    fly"). Either way only n Q T (or n^2) numbers come back and no block is held in host
+    memory."""
 
     def __init__(self, Z, pooling, kernel_params, max_device_memory=None):
         self.Z = Z
@@ -161,16 +163,26 @@ class DeviceExactFeatures(ExactBackend):
         self.kernel_params = kernel_params
         self.max_device_memory = max_device_memory
         self.n, self.Q = Z.shape[0], pooling.n_windows
+        p = pooling
+        self.held = _cuda_backend.held_blocks(
+            Z, p.position_ptr, p.position_window, p.n_windows, *kernel_params.core_args(),
+            max_device_memory=max_device_memory)
 
     def cross(self, beta):
-        return device_cross(self.Z, None, beta, self.pooling, self.kernel_params,
-                            self.max_device_memory)
+        if self.held is None:
+            return device_cross(self.Z, None, beta, self.pooling, self.kernel_params,
+                                self.max_device_memory)
+        H, _ = self.held.cross(np.ascontiguousarray(beta, dtype=np.float64))
+        return check_kernel_values(H, self.kernel_params)
 
     def trace_gram(self):
         p = self.pooling
-        G = _cuda_backend.pooled_kernel_traces(
-            self.Z, None, p.position_ptr, p.position_window, p.n_windows,
-            *self.kernel_params.core_args(), max_device_memory=self.max_device_memory)
+        if self.held is None:
+            G = _cuda_backend.pooled_kernel_traces(
+                self.Z, None, p.position_ptr, p.position_window, p.n_windows,
+                *self.kernel_params.core_args(), max_device_memory=self.max_device_memory)
+        else:
+            G, _ = self.held.traces()
         return check_kernel_values(G, self.kernel_params)
 
 
@@ -322,7 +334,7 @@ def exact_features(Z, pooling, kernel_params, *, n_jobs=None, backend="auto", ma
     """The exact back-end on patches Z (n, P, d): all blocks when they fit the memory budget
     (``max_memory``, else half the available memory), else as ``plan_exact_blocks`` says.
     MemoryError when not even one row of blocks fits. ``device="cuda"``: the blocks are
-    evaluated and reduced on the GPU on each pass (``DeviceExactFeatures``)."""
+    held or evaluated on the GPU and reduced there (``DeviceExactFeatures``)."""
     p = kernel_params
     if device == "cuda":
         _cuda_backend.get_cuda()  # a clear error now when there is no GPU, not at the first pass

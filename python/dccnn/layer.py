@@ -291,8 +291,9 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     for the other smooth losses). ``gamma="median"``: 1 / the median squared distance between training
     patches. ``device="cuda"`` evaluates the kernel blocks (exact) or the Nystroem kernel
     columns on the GPU, for the fit and for ``transform``/``decision_function`` (needs the
-    CUDA build, ``dccnn._cuda``); the exact blocks are evaluated on each pass and reduced on
-    the device (only their products with the dual weights come back, no host memory for
+    CUDA build, ``dccnn._cuda``); the exact blocks are held in device memory where they take
+    at most half of its budget, else evaluated again on each pass, and reduced on the device
+    either way (only their products with the dual weights come back, no host memory for
     blocks). ``max_memory`` (bytes, default half the available memory) bounds each large
     allocation; where the exact back-end's kernel blocks exceed it, only their
     upper triangle is held (half the memory), and where that exceeds it too, as much of it as
@@ -419,7 +420,8 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     if verbose:
         what = f"{features} ({'Q=%d' % pooling.n_windows}" + (
             f", m={feats.m})" if features != "exact" else
-            ", blocks evaluated and reduced on the GPU on each pass)" if device == "cuda" else
+            (", blocks held and reduced on the GPU)" if feats.held is not None else
+             ", blocks evaluated and reduced on the GPU on each pass)") if device == "cuda" else
             ")" if feats.blocks is not None else
             ", the upper triangle of the blocks held by batches of rows)" if not streamed else
             f", {held_note}, the rest evaluated on each pass)")

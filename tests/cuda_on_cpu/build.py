@@ -16,7 +16,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-CUDA_SOURCES = ["csrc/cuda/pooled_kernel_blocks.cu", "csrc/cuda/block_reductions.cu"]
+CUDA_SOURCES = ["csrc/cuda/pooled_kernel_blocks.cu", "csrc/cuda/block_reductions.cu",
+                "csrc/cuda/held_blocks.cu"]
 BINDINGS = "csrc/cuda/bindings.cpp"
 HOST_SOURCES = ["csrc/dccnn/kernel_spec.cpp"]
 
