@@ -271,6 +271,24 @@ def test_pooling_matrix_matches_reference_and_rows_sum_to_one(grid, size, stride
     assert pool.position_ptr[0] == 0 and len(pool.position_ptr) == pool.n_positions + 1
 
 
+@pytest.mark.parametrize("grid,size,stride", [
+    ((4, 4), 2, 2), ((4, 4), 3, 1), ((5, 7), 2, 1), ((6, 6), 3, 2), ((8, 8), 4, 3),
+    ((1, 1), 1, 1), ((3, 4), None, None), ((7, 5), 5, 2), ((2, 9), 2, None),
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pool_is_the_product_with_the_reference_matrix(grid, size, stride, dtype):
+    """Window averages without the Q x P matrix (the explicit features' pooling)."""
+    pool = dccnn.make_pooling(grid, size, stride)
+    values = np.random.default_rng(0).standard_normal((3, pool.n_positions, 5)).astype(dtype)
+    got = pool.pool(values)
+    want = np.einsum("qp,npm->nqm", ref_pool_matrix(grid, size, stride), values)
+    assert got.dtype == dtype and got.shape == (3, pool.n_windows, 5)
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-13,
+                               atol=1e-6 if dtype == np.float32 else 1e-14)
+    with pytest.raises(ValueError, match="values"):
+        pool.pool(values[:, 1:])
+
+
 def test_make_pooling_errors():
     with pytest.raises(ValueError, match="pool_size"):
         dccnn.make_pooling((3, 3), 4)

@@ -295,6 +295,36 @@ def test_load_refuses_a_pooling_that_would_index_out_of_bounds(tmp_path, backend
                                   layer.decision_function(X))
 
 
+@pytest.mark.parametrize("features", ["exact", "nystroem"])
+def test_load_refuses_arrays_whose_shapes_do_not_fit_together(tmp_path, features):
+    """An altered array fails in load, naming it, not later in predict with numpy's message."""
+    X, y = labelled_images(20, 6)
+    layer = dccnn.fit_layer(X, y, patch_size=3, pool_size=2, gamma=0.2, tol=1e-4,
+                            features=features, n_components=20, random_state=0)
+    saved = tmp_path / "layer.npz"
+    layer.save(saved)
+    state = _state(json.loads(str(np.load(saved)["__header__"])))
+    names = ["linear_weights_"] + (["support_patches_", "support_beta_", "filter_coef_"]
+                                   if features == "exact" else ["filters_"])
+    for name in names:
+        value = getattr(layer, name)
+        for bad in (value[:-1], value.reshape(-1), value[..., None]):
+            path = _rewrite(saved, tmp_path / "bad.npz", **{state[name]["__array__"]: bad})
+            # a support image fewer is reported on the first array read against the others
+            with pytest.raises(ValueError, match=f"path: .* damaged .*({'|'.join(names)}): "
+                                                 "expected an array of shape"):
+                dccnn.load(path)
+
+    def other_images(header):
+        for kv in header["object"]["state"]["__dict__"]:
+            if kv[0] == "input_shape_":
+                kv[1] = {"__tuple__": [1, 9, 9]}
+    with pytest.raises(ValueError, match="path: .* damaged .*pooling_: its"):
+        dccnn.load(_rewrite(saved, tmp_path / "bad.npz", edit_header=other_images))
+    np.testing.assert_array_equal(dccnn.load(saved).decision_function(X),
+                                  layer.decision_function(X))
+
+
 def test_load_names_path_for_files_that_are_not_dccnn_files(tmp_path):
     X, y = labelled_images(20, 6)
     saved = tmp_path / "layer.npz"

@@ -598,3 +598,46 @@ def test_core_rejects_bad_kernel_specs():
     ro.setflags(write=False)
     with pytest.raises(ValueError, match="writeable"):
         _core.normalize_patches(ro, True, True, 0.1, 0)
+
+
+@pytest.mark.parametrize("features,n_components,what", [
+    ("random_fourier", 10**9, "random Fourier weights"),     # (d, m) float64: 72 GB
+    ("nystroem", 10**5, "landmarks' kernel matrix"),  # all 3840 patches: 2 x 3840^2 float64
+    ("random_fourier", 10**6, "explicit features"),          # (60, 16, 10^6) float64: 7.7 GB
+])
+def test_explicit_feature_maps_are_refused_before_their_memory_is_taken(features, n_components,
+                                                                        what):
+    """The feature map's own arrays and the features it would give are checked against
+    max_memory before the map is fitted (the random Fourier weights used to be drawn first)."""
+    X = np.random.default_rng(0).random((60, 8, 8))
+    y = np.arange(60) % 2
+    with pytest.raises(MemoryError, match=f"max_memory: the {what}|max_memory: {what}"):
+        dccnn.fit_layer(X, y, patch_size=3, padding=1, pool_size=2, features=features,
+                        n_components=n_components, max_memory=2**27)
+
+
+@pytest.mark.parametrize("solver", ["auto", "dual", "admm"])
+def test_many_outputs_are_refused_before_the_solvers_matrices_are_taken(solver):
+    """2000 outputs on 16 windows: T = 32000, and the solver's T x T float64 matrices would
+    take 5 x 7.6 GiB (a fit used to reach 7.4 GiB before failing)."""
+    X = np.random.default_rng(0).random((40, 8, 8))
+    Y = np.random.default_rng(1).standard_normal((40, 2000))
+    with pytest.raises(MemoryError, match=r"max_memory: the solver's T x T matrices "
+                                          r"\(T = 16 windows x 2000 outputs = 32000\)"):
+        dccnn.fit_layer(X, Y, patch_size=3, padding=1, pool_size=2, loss="squared",
+                        features="exact", solver=solver, max_memory=2**32)
+
+
+@pytest.mark.parametrize("value", ["False", 0, 1.0, None, [True]])
+def test_normalize_flags_must_be_booleans(value):
+    """A string "False" or a number used to be taken as true (or silently as false)."""
+    with pytest.raises(TypeError, match="normalize: expected True or False"):
+        dccnn.extract_patches(X4, 2, normalize=value)
+    X = np.random.default_rng(0).random((10, 6, 6))
+    with pytest.raises(TypeError, match="normalize_patches: expected True or False"):
+        dccnn.fit_layer(X, np.arange(10) % 2, patch_size=3, normalize_patches=value)
+
+
+def test_normalize_flags_take_numpy_booleans():
+    np.testing.assert_array_equal(dccnn.extract_patches(X4, 2, normalize=np.True_),
+                                  dccnn.extract_patches(X4, 2, normalize=True))

@@ -25,6 +25,14 @@ def check_int(value, name, *, minimum=None, maximum=None):
     return value
 
 
+def check_bool(value, name):
+    """Return ``value`` as a Python bool (True, False or their numpy forms), or raise naming
+    ``name``: a string such as "False" or a number would otherwise read as true."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
+
+
 def check_seed(value, name):
     """A seed for ``np.random.default_rng``: None, an integer >= 0, a SeedSequence, BitGenerator
     or Generator, or a legacy RandomState (scikit-learn's convention), from which one integer

@@ -24,18 +24,18 @@ class PatchFeatureMap:
         raise NotImplementedError
 
     def transform(self, Z, batch_size=256):
-        n = Z.shape[0]
-        A = self.pooling.matrix().astype(Z.dtype)  # (Q, P)
-        out = np.empty((n, A.shape[0], self.n_components), dtype=Z.dtype)
+        n, Q = Z.shape[0], self.pooling.n_windows
+        self.pooling.check_consistent()  # pool() reads the windows off the grid
+        out = np.empty((n, Q, self.n_components), dtype=Z.dtype)
         for s in range(0, n, batch_size):
             Zb = Z[s:s + batch_size]
             raw = self.nonlinear(Zb.reshape(-1, Zb.shape[2])).reshape(Zb.shape[0], Zb.shape[1], -1)
-            pooled = np.matmul(A[None], raw)
+            pooled = self.pooling.pool(raw)
             if self.linear is not None:
                 # one GEMM over the batch's windows: a 3-d @ 2-d matmul runs one small GEMM
                 # per image (16 x 500 x 500 on digits: 2.3x slower)
                 pooled = (pooled.reshape(-1, raw.shape[2]) @ self.linear).reshape(
-                    Zb.shape[0], A.shape[0], -1)
+                    Zb.shape[0], Q, -1)
             out[s:s + batch_size] = pooled
         return out
 

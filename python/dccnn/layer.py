@@ -11,7 +11,7 @@ from ._progress import FitProgress
 from ._memory import check_allocation, format_bytes, memory_budget
 from ._targets import encode_targets
 from ._threads import scipy_blas_single_thread
-from ._validation import check_choice, check_float, check_int, check_seed
+from ._validation import check_bool, check_choice, check_float, check_int, check_seed
 from .certificate import Certificate, primal_objective
 from .feature_maps import LANDMARKS, LinearMap, NystroemMap, RandomFourierMap
 from .features import (ExactFeatures, ExplicitFeatures, cross_from_blocks, device_cross,
@@ -158,6 +158,30 @@ class ConvexLayer:
         """Write the fitted layer to ``path`` (.npz, see ``dccnn.load``)."""
         save(self, path)
 
+    def check_consistent(self):
+        """Raise ValueError unless the fitted arrays have the shapes that ``transform`` and
+        ``predict`` use together (run by ``dccnn.load`` on what a file holds)."""
+        def expect(name, shape):
+            value = getattr(self, name, None)
+            if not isinstance(value, np.ndarray) or value.shape != shape:
+                have = value.shape if isinstance(value, np.ndarray) else type(value).__name__
+                raise ValueError(f"{name}: expected an array of shape {shape}, got {have}")
+
+        C, H, W = self.input_shape_
+        grid = patch_grid_shape((H, W), self.patch_size, self.stride, self.padding)
+        if tuple(grid) != tuple(self.pooling_.grid_shape):
+            raise ValueError(f"pooling_: its {self.pooling_.grid_shape} grid is not the {grid} "
+                             f"grid of patches of {self.input_shape_} images")
+        r, Q, K = self.n_filters_, self.pooling_.n_windows, self.n_outputs_
+        expect("linear_weights_", (r, Q, K))
+        if self.feature_map_ is not None:
+            expect("filters_", (self.feature_map_.n_components, r))
+            return
+        ns = getattr(self.support_patches_, "shape", (0,))[0]
+        expect("support_patches_", (ns, self.pooling_.n_positions, C * self.patch_size ** 2))
+        expect("support_beta_", (ns, K))
+        expect("filter_coef_", (Q * K, r))
+
 
 def check_solver_scale(Z, kp, n, C):
     """ValueError naming X where (n C)^2 times the largest kernel value k(z, z) of the patches
@@ -220,6 +244,20 @@ def _check_admm_expansions(n, Q, T, max_memory):
                             "explicit features.")
 
 
+# The certified dual and ADMM work with T x T matrices (T = Q K): M(beta) or the Gram of an
+# iterate, its eigenvectors, the next iterate and the temporaries of their products.
+TT_LIVE_ARRAYS = 5
+
+
+def _check_output_matrices(Q, K, max_memory):
+    """MemoryError when the T x T matrices of the dual and ADMM solvers would not fit."""
+    T = Q * K
+    check_allocation((TT_LIVE_ARRAYS, T, T), np.float64,
+                     f"the solver's T x T matrices (T = {Q} windows x {K} outputs = {T})",
+                     max_memory=max_memory,
+                     advice="Use fewer outputs (columns of y) or fewer pooling windows.")
+
+
 def choose_features(n, Q, max_memory):
     """The back-end for features="auto" and the reason, for verbose output: exact while n is
     small and its blocks, or at least their upper triangle, fit the memory budget (no block
@@ -237,17 +275,29 @@ def choose_features(n, Q, max_memory):
 
 
 def _feature_map(features, kp, pooling, Z, n_components, landmarks, random_state, n_jobs,
-                 backend, device):
-    """The fitted explicit feature map of patches for ``features``."""
+                 backend, device, max_memory):
+    """The fitted explicit feature map of patches for ``features``. The memory of the map and
+    of the features it will give (n, Q, at most m) is checked before anything is fitted."""
+    n, P, d = Z.shape
+    constant_column = 1 if kp.constant > 0 else 0
+    advice = "Use a smaller n_components."
     if features == "nystroem" and kp.kernel == "linear" and n_components is None:
-        fmap = LinearMap(pooling, kp.constant)
+        fmap, m = LinearMap(pooling, kp.constant), d + constant_column
     elif features == "nystroem":
-        m = n_components or min(500, Z.shape[0] * Z.shape[1])
+        m = min(n_components or 500, n * P)  # every patch is a landmark where m exceeds them
+        check_allocation((2, m, m), np.float64, "the landmarks' kernel matrix and its "
+                         "eigenvectors", max_memory=max_memory, advice=advice)
         fmap = NystroemMap(pooling, kp, m, random_state=random_state, n_jobs=n_jobs,
                            backend=backend, device=device, landmarks=landmarks)
     else:
-        fmap = RandomFourierMap(pooling, kp.gamma, n_components or 500,
-                                random_state=random_state, constant=kp.constant)
+        m = n_components or 500
+        check_allocation((d, m), Z.dtype, "the random Fourier weights", max_memory=max_memory,
+                         advice=advice)
+        fmap = RandomFourierMap(pooling, kp.gamma, m, random_state=random_state,
+                                constant=kp.constant)
+        m += constant_column
+    check_allocation((n, pooling.n_windows, m), np.float64, "explicit features",
+                     max_memory=max_memory, advice=advice)
     return fmap.fit(Z)
 
 
@@ -307,6 +357,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     """
     t_start = time.perf_counter()
     C = check_float(C, "C", minimum=0, exclusive=True)
+    normalize_patches = check_bool(normalize_patches, "normalize_patches")
     if not C_RANGE[0] <= C <= C_RANGE[1]:
         raise ValueError(f"C: {C:g} is outside [{C_RANGE[0]:g}, {C_RANGE[1]:g}], where the "
                          "dual variables (of size up to C) stay representable with room for "
@@ -377,6 +428,8 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
             solver = "factored" if loss in LOSS_CURVATURE else "dual"
     elif solver == "admm" and features == "exact":
         _check_admm_expansions(n, pooling.n_windows, T, max_memory)
+    if solver in ("dual", "admm"):
+        _check_output_matrices(pooling.n_windows, K, max_memory)
 
     layer = ConvexLayer()
     layer.__dict__.update(
@@ -395,10 +448,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
                                    device=device)
         else:
             fmap = _feature_map(features, kp, pooling, Z, n_components, landmarks, random_state,
-                                n_jobs, backend, device)
-            check_allocation((n, pooling.n_windows, fmap.n_components), np.float64,
-                             "explicit features", max_memory=max_memory,
-                             advice="Use a smaller n_components.")
+                                n_jobs, backend, device, max_memory)
             feats = ExplicitFeatures(fmap.transform(Z).astype(np.float64))
             layer.feature_map_ = fmap
     except ValueError as exc:

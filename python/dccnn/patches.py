@@ -6,7 +6,7 @@ import scipy.linalg
 from ._backend import get_backend
 from ._memory import check_allocation
 from ._threads import n_threads_from_n_jobs
-from ._validation import as_float_array, check_float, check_int
+from ._validation import as_float_array, check_bool, check_float, check_int
 
 
 def as_images(X, name="X"):
@@ -45,6 +45,7 @@ def extract_patches(X, size, stride=1, padding=0, *, normalize=False, eps=0.1, b
     X = as_images(X)
     grid = patch_grid_shape(X.shape[2:], size, stride, padding)
     eps = check_float(eps, "eps", minimum=0)
+    normalize = check_bool(normalize, "normalize")
     d = X.shape[1] * size * size
     check_allocation((X.shape[0], grid[0] * grid[1], d), X.dtype, "extract_patches",
                      max_memory=max_memory, advice="Extract patches in batches of images.")

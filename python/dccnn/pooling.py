@@ -47,11 +47,31 @@ class Pooling:
 
     def matrix(self):
         """Dense (Q, P) averaging matrix: row q holds 1/|S_q| on the members of S_q."""
+        check_allocation((self.n_windows, self.n_positions), np.float64, "the pooling matrix",
+                         argument="pooling", advice="pool() averages without it.")
         A = np.zeros((self.n_windows, self.n_positions))
-        for p in range(self.n_positions):
-            for m in range(self.position_ptr[p], self.position_ptr[p + 1]):
-                A[self.position_window[m], p] = 1.0
+        counts = np.diff(self.position_ptr)
+        A[self.position_window, np.repeat(np.arange(self.n_positions), counts)] = 1.0
         return A / A.sum(axis=1, keepdims=True)
+
+    def pool(self, values):
+        """Window averages of per-position values: (n, P, m) -> (n, Q, m), the product with
+        ``matrix()`` without forming it (a Q x P matrix is 4 GB for 150 x 150 positions and no
+        pooling). The windows are those that ``grid_shape``, ``size`` and ``stride`` define
+        (``check_consistent``), all of size x size positions: the sum of size^2 strided views
+        of the grid."""
+        n, P, m = values.shape
+        if P != self.n_positions:
+            raise ValueError(f"values: expected {self.n_positions} positions, got {P}")
+        (H, W), (oh, ow), size, stride = self.grid_shape, self.out_shape, self.size, self.stride
+        grid = values.reshape(n, H, W, m)
+        out = np.zeros((n, oh, ow, m), dtype=values.dtype)
+        for di in range(size):
+            for dj in range(size):
+                out += grid[:, di:di + stride * (oh - 1) + 1:stride,
+                            dj:dj + stride * (ow - 1) + 1:stride]
+        out *= 1.0 / (size * size)
+        return out.reshape(n, oh * ow, m)
 
 
 def make_pooling(grid_shape, size=None, stride=None):
