@@ -4,6 +4,8 @@ is tested on machines without a GPU. It keeps the extension's contract (cuda_ker
 blocks from the CPU core, the on-device reductions as explicit einsums over them. The
 kernels themselves are tested against the CPU core on a GPU (tests marked ``cuda``)."""
 
+import weakref
+
 import numpy as np
 
 from dccnn._backend import get_backend
@@ -12,6 +14,7 @@ from dccnn._backend import get_backend
 class FakeCuda:
     def __init__(self):
         self.calls = []  # names of the routines called, in order
+        self.held = []
 
     def device_count(self):
         return 1
@@ -53,8 +56,10 @@ class FakeCuda:
         if budget and Z.shape[0] ** 2 * Q * Q * Z.itemsize > budget / 2:
             raise MemoryError("holding the pooled kernel blocks: over half the budget")
         self.calls.append("held_blocks")
-        return FakeHeldBlocks(self, self._blocks(Z, None, ptr, win, Q, kind, gamma, degree,
+        held = FakeHeldBlocks(self, self._blocks(Z, None, ptr, win, Q, kind, gamma, degree,
                                                  coef0, constant).astype(np.float64))
+        self.held.append(weakref.ref(held))  # what is still alive (device memory on a GPU)
+        return held
 
 
 class FakeHeldBlocks:

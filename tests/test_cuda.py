@@ -396,8 +396,10 @@ def test_held_blocks_match_the_cpu(rng, dtype, case):
     blocks = dccnn.pooled_kernel_blocks(Z, pooling=pooling, gamma=0.7,
                                         constant=0.1).astype(np.float64)
     held_bytes = n * n * Q * Q * Z.itemsize
-    assert _cuda_backend.held_blocks(*args, max_device_memory=2 * held_bytes - 1) is None
     cuda = _cuda_backend.get_cuda()
+    with pytest.raises(MemoryError, match="over half the budget"):
+        cuda.held_blocks(*args, 2 * held_bytes - 1)
+    assert _cuda_backend.held_blocks(*args, max_device_memory=2 * held_bytes - 1) is None
     held, stats = _batched(lambda budget: (lambda h: (h, h.evaluation))(
         cuda.held_blocks(*args, budget)))
     assert held.held_bytes == held_bytes and stats["device_bytes"] > held_bytes
@@ -499,6 +501,22 @@ def test_exact_fit_on_cuda_brings_back_reductions_only(fake_cuda, solver, held, 
     del fake_cuda.calls[:]
     np.testing.assert_allclose(gpu.decision_function(X), cpu.decision_function(X), atol=1e-5)
     assert fake_cuda.calls == ["pooled_kernel_cross"]
+
+
+def test_held_blocks_are_freed_when_a_fit_is_interrupted(fake_cuda, monkeypatch):
+    """The traceback of an interrupted fit (kept by IPython as sys.last_traceback) must not
+    keep the blocks' device memory."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(layer_module, "_solve_and_recover", interrupted)
+    X, y = _small_problem()
+    try:
+        dccnn.fit_layer(X, y, patch_size=3, pool_size=2, gamma=0.5, features="exact",
+                        device="cuda")
+    except KeyboardInterrupt as exc:
+        kept = exc.__traceback__
+    assert kept is not None and len(fake_cuda.held) == 1
+    assert fake_cuda.held[0]() is None
 
 
 def test_transform_on_cuda_in_batches(fake_cuda, monkeypatch):

@@ -287,6 +287,8 @@ def test_pool_is_the_product_with_the_reference_matrix(grid, size, stride, dtype
                                atol=1e-6 if dtype == np.float32 else 1e-14)
     with pytest.raises(ValueError, match="values"):
         pool.pool(values[:, 1:])
+    counts = np.arange(3 * pool.n_positions * 2).reshape(3, pool.n_positions, 2)
+    np.testing.assert_allclose(pool.pool(counts), pool.pool(counts.astype(np.float64)))
 
 
 def test_make_pooling_errors():

@@ -616,16 +616,19 @@ def test_explicit_feature_maps_are_refused_before_their_memory_is_taken(features
                         n_components=n_components, max_memory=2**27)
 
 
-@pytest.mark.parametrize("solver", ["auto", "dual", "admm"])
-def test_many_outputs_are_refused_before_the_solvers_matrices_are_taken(solver):
-    """2000 outputs on 16 windows: T = 32000, and the solver's T x T float64 matrices would
-    take 5 x 7.6 GiB (a fit used to reach 7.4 GiB before failing)."""
+@pytest.mark.parametrize("features,solver", [
+    ("exact", "auto"), ("exact", "dual"), ("exact", "admm"), ("nystroem", "auto"),
+    ("nystroem", "factored"), ("nystroem", "primal")])
+def test_many_outputs_are_refused_before_the_solvers_matrices_are_taken(features, solver):
+    """2000 outputs on 16 windows: T = 32000, and the T x T float64 matrices of the solver
+    and of the recovery that follows every solver would take 5 x 7.6 GiB (a fit used to
+    reach 7.4 GiB before failing)."""
     X = np.random.default_rng(0).random((40, 8, 8))
     Y = np.random.default_rng(1).standard_normal((40, 2000))
     with pytest.raises(MemoryError, match=r"max_memory: the solver's T x T matrices "
                                           r"\(T = 16 windows x 2000 outputs = 32000\)"):
         dccnn.fit_layer(X, Y, patch_size=3, padding=1, pool_size=2, loss="squared",
-                        features="exact", solver=solver, max_memory=2**32)
+                        features=features, n_components=5, solver=solver, max_memory=2**32)
 
 
 @pytest.mark.parametrize("value", ["False", 0, 1.0, None, [True]])

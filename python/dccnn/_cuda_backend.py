@@ -159,8 +159,8 @@ def pooled_kernel_traces(Z1, Z2, position_ptr, position_window, n_windows, kind,
 def held_blocks(Z, position_ptr, position_window, n_windows, kind, gamma, degree, coef0,
                 constant, *, max_device_memory=None):
     """The pooled blocks of all pairs of Z evaluated once and held in device memory, or None
-    when they would take more than half the device memory budget (the rest is for their
-    evaluation and the reductions). The object's ``cross(beta)`` and ``traces()`` return
+    where they do not fit: when they would take more than half the device memory budget, or
+    their evaluation's batches do not fit the rest of it (the reductions need some too). The object's ``cross(beta)`` and ``traces()`` return
     (result, stats) with the results of ``pooled_kernel_cross`` and ``pooled_kernel_traces``
     with ``Z2=None``, reading the held blocks instead of evaluating them again."""
     budget = resolve_device_memory(max_device_memory)

@@ -168,6 +168,10 @@ class DeviceExactFeatures(ExactBackend):
             Z, p.position_ptr, p.position_window, p.n_windows, *kernel_params.core_args(),
             max_device_memory=max_device_memory)
 
+    def release(self):
+        """Free the held blocks' device memory; later passes evaluate the blocks again."""
+        self.held = None
+
     def cross(self, beta):
         if self.held is None:
             return device_cross(self.Z, None, beta, self.pooling, self.kernel_params,

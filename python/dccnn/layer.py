@@ -14,8 +14,8 @@ from ._threads import scipy_blas_single_thread
 from ._validation import check_bool, check_choice, check_float, check_int, check_seed
 from .certificate import Certificate, primal_objective
 from .feature_maps import LANDMARKS, LinearMap, NystroemMap, RandomFourierMap
-from .features import (ExactFeatures, ExplicitFeatures, cross_from_blocks, device_cross,
-                       exact_features, plan_exact_blocks)
+from .features import (DeviceExactFeatures, ExactFeatures, ExplicitFeatures, cross_from_blocks,
+                       device_cross, exact_features, plan_exact_blocks)
 from .kernels import check_kernel_inputs, max_patch_norm, pooled_kernel_blocks, resolve_kernel
 from .losses import LOSSES, get_loss
 from .patches import as_images, extract_patches, patch_grid_shape
@@ -245,12 +245,13 @@ def _check_admm_expansions(n, Q, T, max_memory):
 
 
 # The certified dual and ADMM work with T x T matrices (T = Q K): M(beta) or the Gram of an
-# iterate, its eigenvectors, the next iterate and the temporaries of their products.
+# iterate, its eigenvectors, the next iterate and the temporaries of their products; the
+# recovery that follows every solver forms M and its eigenvectors too.
 TT_LIVE_ARRAYS = 5
 
 
 def _check_output_matrices(Q, K, max_memory):
-    """MemoryError when the T x T matrices of the dual and ADMM solvers would not fit."""
+    """MemoryError when the T x T matrices of the solvers and the recovery would not fit."""
     T = Q * K
     check_allocation((TT_LIVE_ARRAYS, T, T), np.float64,
                      f"the solver's T x T matrices (T = {Q} windows x {K} outputs = {T})",
@@ -428,8 +429,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
             solver = "factored" if loss in LOSS_CURVATURE else "dual"
     elif solver == "admm" and features == "exact":
         _check_admm_expansions(n, pooling.n_windows, T, max_memory)
-    if solver in ("dual", "admm"):
-        _check_output_matrices(pooling.n_windows, K, max_memory)
+    _check_output_matrices(pooling.n_windows, K, max_memory)  # every fit's recovery has them
 
     layer = ConvexLayer()
     layer.__dict__.update(
@@ -488,6 +488,8 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
         raise_naming_X(exc)
     finally:
         progress.close()
+        if isinstance(feats, DeviceExactFeatures):
+            feats.release()  # now, also where an interrupted fit's traceback keeps feats
     layer.fit_time_ = time.perf_counter() - t_start
     if not layer.solver_converged_:
         warnings.warn(f"fit_layer: stopped after {layer.n_iter_} iterations at relative duality "

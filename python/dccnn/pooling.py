@@ -65,7 +65,7 @@ class Pooling:
             raise ValueError(f"values: expected {self.n_positions} positions, got {P}")
         (H, W), (oh, ow), size, stride = self.grid_shape, self.out_shape, self.size, self.stride
         grid = values.reshape(n, H, W, m)
-        out = np.zeros((n, oh, ow, m), dtype=values.dtype)
+        out = np.zeros((n, oh, ow, m), dtype=np.result_type(values.dtype, np.float32))
         for di in range(size):
             for dj in range(size):
                 out += grid[:, di:di + stride * (oh - 1) + 1:stride,
