@@ -10,8 +10,9 @@ CPU the blocks are evaluated once and kept in host memory; on the GPU ("cuda") t
 evaluated once and held in device memory where they take at most half its budget, and every
 pass reduces them there (only their products with the dual weights come back). The device
 "cuda-each-pass" runs the GPU path for blocks that are not held: every pass evaluates them
-again. The rest of the solver runs on the CPU in every case. The predict column times `predict` on the
-remaining digits (on the GPU: the same reduction against the support images).
+again. The rest of the solver runs on the CPU in every case. The predict column times
+`predict` on the remaining digits (on the GPU: the same reduction against the support
+images).
 
 ``--budget F`` sets ``max_memory`` to F times the size of the blocks (n^2 Q^2 float64): below
 1 the CPU's exact back-end keeps the blocks of fewer images and evaluates the others again on

@@ -160,9 +160,10 @@ def held_blocks(Z, position_ptr, position_window, n_windows, kind, gamma, degree
                 constant, *, max_device_memory=None):
     """The pooled blocks of all pairs of Z evaluated once and held in device memory, or None
     where they do not fit: when they would take more than half the device memory budget, or
-    their evaluation's batches do not fit the rest of it (the reductions need some too). The object's ``cross(beta)`` and ``traces()`` return
-    (result, stats) with the results of ``pooled_kernel_cross`` and ``pooled_kernel_traces``
-    with ``Z2=None``, reading the held blocks instead of evaluating them again."""
+    their evaluation's batches do not fit the rest of it (the reductions need some too).
+    The object's ``cross(beta)`` and ``traces()`` return (result, stats) with the results of
+    ``pooled_kernel_cross`` and ``pooled_kernel_traces`` with ``Z2=None``, reading the held
+    blocks instead of evaluating them again."""
     budget = resolve_device_memory(max_device_memory)
     try:
         return get_cuda().held_blocks(Z, position_ptr, position_window, n_windows, kind, gamma,

@@ -10,9 +10,9 @@ two passes over psi at n Q m K each, the cost of one FISTA iteration, where ``cr
 cost n Q m T, Q times more. ``ExactFeatures`` holds the pooled kernel blocks (those of the
 images that fit the memory budget; the others are evaluated again on each pass);
 ``DeviceExactFeatures`` (device="cuda") holds them in device memory, or evaluates them on
-the GPU on each pass where they do not fit, and reduces them there; ``ExplicitFeatures`` holds psi_q(x) in R^m (from a feature map of
-feature_maps.py: Nystroem, random Fourier or the patches themselves for the linear kernel)
-and is also what the primal solvers need.
+the GPU on each pass where they do not fit, and reduces them there; ``ExplicitFeatures``
+holds psi_q(x) in R^m (from a feature map of feature_maps.py: Nystroem, random Fourier or
+the patches themselves for the linear kernel) and is also what the primal solvers need.
 """
 
 import contextlib
