@@ -39,7 +39,7 @@ def _objective(X, sign, lin, a, loss, C):
     value = 0.5 * np.sum(W**2) + np.sum(lin * a)
     grad = s * (X @ W.T) + lin
     if loss in ("squared_hinge", "squared"):
-        value += np.sum(a**2) / (4 * C)
+        value += np.sum(a**2 / (4 * C))
         grad = grad + a / (2 * C)
     if loss == "logistic":
         value += np.sum(a * np.log(a) + (C - a) * np.log(C - a))
@@ -48,16 +48,19 @@ def _objective(X, sign, lin, a, loss, C):
 
 
 def _reference(X, sign, lin, loss, C):
+    """C: a number, or one per row (N, 1)."""
     N, K = lin.shape
-    lo, hi = {"squared_hinge": (0, None), "hinge": (0, C), "logistic": (1e-12 * C, C - 1e-12 * C),
+    Cu = np.broadcast_to(np.asarray(C, dtype=np.float64), (N, K)).ravel()
+    lo, hi = {"squared_hinge": (0, None), "hinge": (0, Cu), "logistic": (1e-12 * Cu, Cu - 1e-12 * Cu),
               "squared": (None, None)}[loss]
-    x0 = np.full(N * K, 0.5 * C if loss in ("hinge", "logistic") else 0.0)
+    x0 = 0.5 * Cu if loss in ("hinge", "logistic") else np.zeros(N * K)
+    box = scipy.optimize.Bounds(-np.inf if lo is None else lo, np.inf if hi is None else hi)
 
     def f(x):
         v, g = _objective(X, sign, lin, x.reshape(N, K), loss, C)
         return v, g.ravel()
 
-    res = scipy.optimize.minimize(f, x0, jac=True, method="L-BFGS-B", bounds=[(lo, hi)] * (N * K),
+    res = scipy.optimize.minimize(f, x0, jac=True, method="L-BFGS-B", bounds=box,
                                   options={"maxiter": 20000, "ftol": 0.0, "gtol": 1e-11})
     return res.x.reshape(N, K), res.fun
 
@@ -101,6 +104,37 @@ def test_dense_cd_on_the_rows_gram_reaches_the_same_optimum_and_keeps_its_state(
     assert value == pytest.approx(ref_value, rel=1e-9, abs=1e-9)
     s = np.ones_like(alpha) if sign is None else sign
     np.testing.assert_allclose(G, (gram @ (s * alpha)).T, atol=1e-10)  # G kept equal to its sum
+
+
+@pytest.mark.parametrize("mod", _backends())
+@pytest.mark.parametrize("loss", list(LOSSES))
+@pytest.mark.parametrize("operator", ["linear", "dense"])
+def test_cd_with_a_C_per_row_reaches_the_optimum_of_an_independent_solve(mod, loss, operator):
+    """row_C (sample weights times C) replaces C row by row: box, quadratic and entropy."""
+    X, sign, lin = _problem(4, loss=loss)
+    if loss == "logistic":
+        lin = 0.5 * lin
+    N, K = lin.shape
+    row_C = np.random.default_rng(9).uniform(0.2, 3.0, N)
+    alpha = np.zeros((N, K))
+    if operator == "dense":
+        gram = np.ascontiguousarray(X @ X.T)
+        _, _, converged = mod.dual_cd_dense(gram, sign, lin, alpha, np.zeros((K, N)),
+                                            LOSSES[loss], 1.0, 1e-11, 100000, True, 0, 0,
+                                            row_C=row_C)
+    else:
+        _, _, converged = mod.dual_cd_linear(X, sign, lin, alpha, np.zeros((K, X.shape[1])),
+                                             LOSSES[loss], 1.0, 1e-11, 100000, True, 0, 0,
+                                             row_C=row_C)
+    assert converged
+    _, ref_value = _reference(X, sign, lin, loss, row_C[:, None])
+    value, _ = _objective(X, sign, lin, alpha, loss, row_C[:, None])
+    assert value == pytest.approx(ref_value, rel=1e-9, abs=1e-9)
+    if loss in ("hinge", "logistic"):
+        assert np.all(alpha <= row_C[:, None]) and np.any(alpha > row_C.min())
+    with pytest.raises(ValueError, match="row_C"):
+        mod.dual_cd_linear(X, sign, lin, np.zeros((N, K)), np.zeros((K, X.shape[1])),
+                           LOSSES[loss], 1.0, 1e-3, 10, True, 0, 0, row_C=np.r_[row_C[1:], 0.0])
 
 
 @requires_core

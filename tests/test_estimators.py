@@ -24,8 +24,19 @@ FAST = [dccnn.LayerSpec(patch_size=3, padding=1, pool_size=2, gamma="median", C=
                         features="nystroem", n_components=60, solver="auto", tol=1e-3)]
 
 
+# Weights equal duplicated samples for the problem a layer solves (test_sample_weight.py), but
+# not for what the defaults derive from the data before it: gamma="median" (a median of the
+# patches' distances) and the Nystroem landmarks change when samples are duplicated.
+SAMPLE_WEIGHT_XFAIL = {
+    "check_sample_weight_equivalence_on_dense_data":
+        "gamma='median' and the Nystroem landmarks are drawn from the training patches, which "
+        "duplicates change; with them fixed, weights equal duplicates (test_sample_weight.py)",
+}
+
+
 @parametrize_with_checks([dccnn.DCCNNClassifier(), dccnn.DCCNNClassifier(loss="logistic"),
-                          dccnn.DCCNNRegressor()])
+                          dccnn.DCCNNRegressor()],
+                         expected_failed_checks=lambda estimator: SAMPLE_WEIGHT_XFAIL)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 

@@ -128,6 +128,14 @@ dccnn::CdOptions cd_options(int loss, double C, double tol, index_t max_epochs, 
   return o;
 }
 
+// row_C: None, or the C of every row (N,), held by the caller for the call.
+carray<double> optional_row_C(const py::object& row_C, index_t N) {
+  if (row_C.is_none()) return carray<double>();
+  auto r = row_C.cast<carray<double>>();
+  require(r.ndim() == 1 && r.shape(0) == N, "row_C: expected None or an (N,) array");
+  return r;
+}
+
 py::tuple cd_result(const dccnn::CdResult& r) {
   return py::make_tuple(r.epochs, r.pg_spread, r.converged);
 }
@@ -144,7 +152,7 @@ carray<double> optional_sign(const py::object& sign_or_none, index_t N, index_t 
 py::tuple dual_cd_dense(const carray<double>& gram, const py::object& sign_or_none,
                         const carray<double>& lin, carray<double>& alpha, carray<double>& G,
                         int loss, double C, double tol, index_t max_epochs, bool shrinking,
-                        std::uint64_t seed, int n_threads) {
+                        std::uint64_t seed, int n_threads, const py::object& row_C_or_none) {
   require(alpha.ndim() == 2 && alpha.writeable(), "alpha: expected a writeable (N, K) array");
   const index_t N = alpha.shape(0), K = alpha.shape(1);
   require(gram.ndim() == 2 && gram.shape(0) == N && gram.shape(1) == N,
@@ -153,7 +161,9 @@ py::tuple dual_cd_dense(const carray<double>& gram, const py::object& sign_or_no
           "G: expected a writeable (K, N) array");
   require(lin.ndim() == 2 && lin.shape(0) == N && lin.shape(1) == K, "lin: expected (N, K)");
   const carray<double> sign = optional_sign(sign_or_none, N, K);
-  const auto opt = cd_options(loss, C, tol, max_epochs, shrinking, seed);
+  const carray<double> row_C = optional_row_C(row_C_or_none, N);
+  auto opt = cd_options(loss, C, tol, max_epochs, shrinking, seed);
+  if (!row_C_or_none.is_none()) opt.row_C = row_C.data();
   dccnn::CdResult r;
   const double *g = gram.data(), *l = lin.data();
   const double* sg = sign_or_none.is_none() ? nullptr : sign.data();
@@ -168,7 +178,7 @@ template <class T>
 py::tuple dual_cd_linear(const carray<T>& X, const py::object& sign_or_none,
                          const carray<double>& lin, carray<double>& alpha, carray<double>& W,
                          int loss, double C, double tol, index_t max_epochs, bool shrinking,
-                         std::uint64_t seed, int n_threads) {
+                         std::uint64_t seed, int n_threads, const py::object& row_C_or_none) {
   require(X.ndim() == 2, "X: expected a 2-d array (N, D)");
   const index_t N = X.shape(0), D = X.shape(1);
   require(alpha.ndim() == 2 && alpha.shape(0) == N && alpha.writeable(),
@@ -178,7 +188,9 @@ py::tuple dual_cd_linear(const carray<T>& X, const py::object& sign_or_none,
           "W: expected a writeable (K, D) array");
   require(lin.ndim() == 2 && lin.shape(0) == N && lin.shape(1) == K, "lin: expected (N, K)");
   const carray<double> sign = optional_sign(sign_or_none, N, K);
-  const auto opt = cd_options(loss, C, tol, max_epochs, shrinking, seed);
+  const carray<double> row_C = optional_row_C(row_C_or_none, N);
+  auto opt = cd_options(loss, C, tol, max_epochs, shrinking, seed);
+  if (!row_C_or_none.is_none()) opt.row_C = row_C.data();
   dccnn::CdResult r;
   const T* x = X.data();
   const double *l = lin.data(), *sg = sign_or_none.is_none() ? nullptr : sign.data();
@@ -218,15 +230,15 @@ PYBIND11_MODULE(_core, m) {
   m.def("dual_cd_dense", &dual_cd_dense, py::arg("gram").noconvert(), py::arg("sign"),
         py::arg("lin").noconvert(), py::arg("alpha").noconvert(), py::arg("G").noconvert(),
         py::arg("loss"), py::arg("C"), py::arg("tol"), py::arg("max_epochs"),
-        py::arg("shrinking"), py::arg("seed"), py::arg("n_threads"));
+        py::arg("shrinking"), py::arg("seed"), py::arg("n_threads"), py::arg("row_C") = py::none());
   m.def("dual_cd_linear", &dual_cd_linear<float>, py::arg("X").noconvert(), py::arg("sign"),
         py::arg("lin").noconvert(), py::arg("alpha").noconvert(), py::arg("W").noconvert(),
         py::arg("loss"), py::arg("C"), py::arg("tol"), py::arg("max_epochs"),
-        py::arg("shrinking"), py::arg("seed"), py::arg("n_threads"));
+        py::arg("shrinking"), py::arg("seed"), py::arg("n_threads"), py::arg("row_C") = py::none());
   m.def("dual_cd_linear", &dual_cd_linear<double>, py::arg("X").noconvert(), py::arg("sign"),
         py::arg("lin").noconvert(), py::arg("alpha").noconvert(), py::arg("W").noconvert(),
         py::arg("loss"), py::arg("C"), py::arg("tol"), py::arg("max_epochs"),
-        py::arg("shrinking"), py::arg("seed"), py::arg("n_threads"));
+        py::arg("shrinking"), py::arg("seed"), py::arg("n_threads"), py::arg("row_C") = py::none());
   m.def("tile_engine", &dccnn::tile_engine_name,
         "Instruction set the kernel tiles run on: avx512, avx2 or generic");
   m.def("openmp_enabled", [] {

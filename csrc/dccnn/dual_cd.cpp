@@ -17,7 +17,7 @@ struct CoordinateLoss {
   LossKind kind;
   double C, lower, upper, quad;  // h(a) = lin a + quad a^2 / 2 (+ entropy for logistic)
 
-  explicit CoordinateLoss(const CdOptions& o) : kind(o.loss), C(o.C) {
+  CoordinateLoss(LossKind k, double c) : kind(k), C(c) {
     lower = (kind == LossKind::squared) ? -kInf : 0.0;
     upper = (kind == LossKind::hinge || kind == LossKind::logistic) ? C : kInf;
     quad = (kind == LossKind::squared_hinge || kind == LossKind::squared) ? 0.5 / C : 0.0;
@@ -87,10 +87,17 @@ template <class Op>
 void coordinate_descent(Op& op, index_t N, index_t K, index_t c0, index_t c1, const double* lin,
                         double* alpha, const CdOptions& opt, CancelToken& cancel,
                         OutputState* states) {
-  const CoordinateLoss loss(opt);
-  const bool shrink = opt.shrinking && loss.kind != LossKind::logistic;
+  const CoordinateLoss uniform(opt.loss, opt.C);
+  std::vector<CoordinateLoss> per_row;
+  if (opt.row_C)
+    for (index_t i = 0; i < N; ++i) per_row.emplace_back(opt.loss, opt.row_C[i]);
+  auto loss_of = [&](index_t i) -> const CoordinateLoss& {
+    return opt.row_C ? per_row[static_cast<size_t>(i)] : uniform;
+  };
+  const bool shrink = opt.shrinking && opt.loss != LossKind::logistic;
   for (index_t i = 0; i < N; ++i)
     for (index_t c = c0; c < c1; ++c) {
+      const CoordinateLoss& loss = loss_of(i);
       double& a_u = alpha[i * K + c];
       const double a = loss.interior(a_u);
       if (a != a_u) {
@@ -114,6 +121,7 @@ void coordinate_descent(Op& op, index_t N, index_t K, index_t c0, index_t c1, co
     for (index_t s = 0; s < N; ++s) {
       if ((s & 63) == 0 && cancel.stop_requested()) return;
       const index_t i = order[static_cast<size_t>(s)];
+      const CoordinateLoss& loss = loss_of(i);
       for (index_t c = c0; c < c1; ++c) {
         OutputState& st = states[c - c0];
         unsigned char& is_shrunk = shrunk[static_cast<size_t>(i * n_out + c - c0)];
@@ -276,6 +284,10 @@ template <class Op>
 CdResult run_outputs(Op& op, index_t N, index_t K, const double* lin, double* alpha,
                      const CdOptions& opt, int n_threads, const InterruptCheck& check) {
   check_options(opt);
+  if (opt.row_C)
+    for (index_t i = 0; i < N; ++i)
+      if (!(opt.row_C[i] > 0) || !std::isfinite(opt.row_C[i]))
+        throw std::invalid_argument("row_C: every entry must be > 0 and finite");
   CancelToken cancel(check);
   std::vector<OutputState> states(static_cast<size_t>(K));
   const index_t groups = std::max<index_t>(1, std::min<index_t>(resolve_threads(n_threads), K));

@@ -28,6 +28,8 @@ enum class LossKind : int { squared_hinge = 0, hinge = 1, logistic = 2, squared 
 struct CdOptions {
   LossKind loss = LossKind::squared_hinge;
   double C = 1.0;
+  // Per-row C (N entries, each > 0), e.g. C times sample weights; nullptr: C on every row.
+  const double* row_C = nullptr;
   double tol = 1e-6;        // stop when the projected-gradient spread is below tol
   index_t max_epochs = 1000;
   bool shrinking = true;

@@ -33,6 +33,23 @@ def check_bool(value, name):
     return bool(value)
 
 
+def check_sample_weight(value, n):
+    """``sample_weight`` as a float64 (n,) array of finite weights >= 0, not all 0."""
+    try:
+        w = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"sample_weight: expected an array of {n} numbers") from None
+    if w.ndim == 0:
+        w = np.full(n, float(w))
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight: expected shape ({n},), got {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("sample_weight: every weight must be finite and >= 0")
+    if not np.any(w > 0):
+        raise ValueError("sample_weight: every weight is zero; at least one must be > 0")
+    return w
+
+
 def check_seed(value, name):
     """A seed for ``np.random.default_rng``: None, an integer >= 0, a SeedSequence, BitGenerator
     or Generator, or a legacy RandomState (scikit-learn's convention), from which one integer

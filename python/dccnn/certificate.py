@@ -19,9 +19,10 @@ def dual_objective(alpha, Y, M_eigvals, loss, mu):
 
 
 def primal_objective(AtA_eigvals, F, Y, loss, mu):
-    """P(A) = ||A||_* + mu/2 ||A||_F^2 + C sum loss(F, Y) from the eigenvalues of A^T A."""
+    """P(A) = ||A||_* + mu/2 ||A||_F^2 + sum_i C_i loss(F_i, Y_i) from the eigenvalues of A^T A
+    (C_i = C, or C times sample i's weight)."""
     ev = np.maximum(AtA_eigvals, 0.0)
-    return float(np.sqrt(ev).sum() + 0.5 * mu * ev.sum() + loss.C * loss.value(F, Y))
+    return float(np.sqrt(ev).sum() + 0.5 * mu * ev.sum() + loss.cost(F, Y))
 
 
 @dataclass

@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from threadpoolctl import threadpool_limits
 
 from ._threads import n_threads_from_n_jobs
-from ._validation import check_float, check_int
+from ._validation import check_float, check_int, check_sample_weight
 from .losses import MARGIN_LOSSES
 from .network import LayerSpec, Network
 
@@ -78,13 +78,19 @@ class _DCCNNBase(TransformerMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.verbose = verbose
 
-    def _validate(self, X, y=None, **y_options):
-        """Validated training images (n, C, H, W) and targets (sets n_features_in_)."""
+    def _validate(self, X, y, sample_weight, **y_options):
+        """Validated training images (n, C, H, W), targets and sample weights (None, or
+        weights > 0: the samples of weight 0 are left out); sets n_features_in_."""
         X, y = validate_data(self, X, y, reset=True, ensure_2d=False, allow_nd=True,
                              dtype=[np.float64, np.float32], ensure_min_samples=2, **y_options)
         # validate_data counts features only for 2-d input: count the values of an image
         self.n_features_in_ = math.prod(X.shape[1:])
-        return self._as_images(X), y
+        images = self._as_images(X)
+        if sample_weight is None:
+            return images, y, None
+        w = check_sample_weight(sample_weight, images.shape[0])
+        keep = w > 0
+        return images[keep], y[keep], w[keep]
 
     def _images(self, X):
         """Validated images of a fitted estimator."""
@@ -147,11 +153,11 @@ class _DCCNNBase(TransformerMixin, BaseEstimator):
         overrides["loss"] = self.loss or self._loss_default
         return [dataclasses.replace(s, **overrides) for s in specs]
 
-    def _fit_network(self, images, y):
+    def _fit_network(self, images, y, sample_weight):
         self.network_ = Network(self._layer_specs(images.shape[1:])).fit(
             images, y, random_state=self.random_state, verbose=self.verbose,
             callback=self.callback, backend=self.backend, n_jobs=self.n_jobs,
-            max_memory=self.max_memory, device=self.device)
+            max_memory=self.max_memory, device=self.device, sample_weight=sample_weight)
         last = self.network_.layers_[-1]
         self.n_filters_ = self.network_.n_filters_
         self.n_iter_ = max(layer.n_iter_ for layer in self.network_.layers_)
@@ -231,8 +237,10 @@ class DCCNNClassifier(ClassifierMixin, _DCCNNBase):
     _loss_default = "squared_hinge"
 
     @_with_thread_limit
-    def fit(self, X, y):
-        images, y = self._validate(X, y)
+    def fit(self, X, y, sample_weight=None):
+        """Train on images X and labels y; ``sample_weight`` (n,): sample i's loss counts
+        ``C * sample_weight[i]`` (0 leaves it out)."""
+        images, y, w = self._validate(X, y, sample_weight)
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         if self.loss not in (None,) + MARGIN_LOSSES:
@@ -241,7 +249,7 @@ class DCCNNClassifier(ClassifierMixin, _DCCNNBase):
         self.classes_, codes = np.unique(y, return_inverse=True)
         if self.classes_.size < 2:
             raise ValueError(f"y: needs at least two classes, got {self.classes_.size}")
-        return self._fit_network(images, codes)
+        return self._fit_network(images, codes, w)
 
     def decision_function(self, X):
         F = self._decision(X)
@@ -288,22 +296,24 @@ class DCCNNRegressor(RegressorMixin, _DCCNNBase):
         self.normalize_y = normalize_y
 
     @_with_thread_limit
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
+        """Train on images X and targets y (n,) or (n, K); ``sample_weight`` (n,): sample
+        i's loss counts ``C * sample_weight[i]`` (0 leaves it out)."""
         if self.loss not in (None, "squared"):
             raise ValueError(f"loss: a regressor has the squared loss, got {self.loss!r}; "
                              f"DCCNNClassifier has the margin losses")
-        images, y = self._validate(X, y, multi_output=True, y_numeric=True)
+        images, y, w = self._validate(X, y, sample_weight, multi_output=True, y_numeric=True)
         y = np.asarray(y, dtype=np.float64)
         self.n_outputs_ = 1 if y.ndim == 1 else y.shape[1]
         self._single_target = y.ndim == 1
         Y = y.reshape(y.shape[0], -1)
-        if self.normalize_y:
-            self.y_mean_ = Y.mean(axis=0)
-            std = Y.std(axis=0)
+        if self.normalize_y:  # weighted: a weight of 2 is the sample twice
+            self.y_mean_ = np.average(Y, axis=0, weights=w)
+            std = np.sqrt(np.average((Y - self.y_mean_) ** 2, axis=0, weights=w))
             self.y_scale_ = np.where(std > 0, std, 1.0)
         else:
             self.y_mean_, self.y_scale_ = np.zeros(Y.shape[1]), np.ones(Y.shape[1])
-        return self._fit_network(images, (Y - self.y_mean_) / self.y_scale_)
+        return self._fit_network(images, (Y - self.y_mean_) / self.y_scale_, w)
 
     def predict(self, X):
         F = self._decision(X) * self.y_scale_ + self.y_mean_

@@ -11,7 +11,8 @@ from ._progress import FitProgress
 from ._memory import check_allocation, format_bytes, memory_budget
 from ._targets import encode_targets
 from ._threads import scipy_blas_single_thread
-from ._validation import check_bool, check_choice, check_float, check_int, check_seed
+from ._validation import (check_bool, check_choice, check_float, check_int, check_sample_weight,
+                          check_seed)
 from .certificate import Certificate, primal_objective
 from .feature_maps import LANDMARKS, LinearMap, NystroemMap, RandomFourierMap
 from .features import (DeviceExactFeatures, ExactFeatures, ExplicitFeatures, cross_from_blocks,
@@ -324,7 +325,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
               normalize_patches=False, C=1.0, mu=0.0, loss="squared_hinge", features="exact",
               n_components=None, landmarks="uniform", solver="dual", tol=1e-6, max_iter=None,
               max_filters=None, random_state=None, verbose=0, warm_start=None, callback=None,
-              backend="auto", n_jobs=None, max_memory=None, device="cpu"):
+              backend="auto", n_jobs=None, max_memory=None, device="cpu", sample_weight=None):
     """Train one convexified layer (SPEC §1-5) and return a fitted ``ConvexLayer``.
 
     ``X``: images (n, C, H, W) or (n, H, W). ``y``: 1-d labels (one-vs-rest coding; two
@@ -354,7 +355,9 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     stating the gap). ``warm_start``: a previously fitted layer on the same data (e.g. along a
     path of C values) whose dual variables and multiplier start the solver; its primal point
     starts the primal solvers and ADMM where its shape fits this fit's features (not after a
-    change of ``n_components`` or of the pooling).
+    change of ``n_components`` or of the pooling). ``sample_weight`` (n,): sample i's loss
+    counts ``C * sample_weight[i]`` (a weight of 2 is the sample twice, a weight of 0 leaves
+    it out); every solver and the certificate use these per-sample C.
     """
     t_start = time.perf_counter()
     C = check_float(C, "C", minimum=0, exclusive=True)
@@ -385,10 +388,21 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
                          "'random_fourier'); the exact back-end is solved by 'dual' or 'admm'")
     if features == "random_fourier" and kernel != "rbf":
         raise ValueError(f"features: 'random_fourier' exists for kernel='rbf' only, got {kernel!r}")
-    lossobj = get_loss(loss, C)
-
     Xi = as_images(X)
     n = Xi.shape[0]
+    weights = None
+    if sample_weight is not None:
+        weights = check_sample_weight(sample_weight, n)
+        if np.any(weights == 0):  # a sample of weight 0 is a sample left out
+            keep = weights > 0
+            Xi, y, weights = Xi[keep], np.asarray(y)[keep], weights[keep]
+            n = Xi.shape[0]
+        if np.all(weights == 1):
+            weights = None
+        elif not C_RANGE[0] <= C * weights.min() <= C * weights.max() <= C_RANGE[1]:
+            raise ValueError(f"sample_weight: C times the weights must lie in "
+                             f"[{C_RANGE[0]:g}, {C_RANGE[1]:g}] (see C)")
+    lossobj = get_loss(loss, C, weights)
     Y, classes = encode_targets(y, n, lossobj)
     check_warm_start(warm_start, Y.shape)
     patch_size = check_int(patch_size, "patch_size", minimum=1)
@@ -403,7 +417,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
         gamma = median_heuristic_gamma(Z, random_state)
     kp = resolve_kernel(kernel, Z.shape[2], gamma=gamma, degree=degree, coef0=coef0,
                         constant=constant)
-    check_solver_scale(Z, kp, n, C)
+    check_solver_scale(Z, kp, n, lossobj.C_max)
     K = Y.shape[1]
     T = pooling.n_windows * K
     auto_note = ""

@@ -3,6 +3,9 @@
 Dual variables alpha (n, K); beta = alpha * y for the margin losses and beta = alpha for
 "squared". Each loss knows its value, its dual term, the box alpha lives in, and the dual
 point its KKT conditions give for scores f (alpha = -C * d loss / d f, in beta units).
+
+With sample weights w, sample i's loss counts C w_i: ``C`` is then an (n, 1) array, which
+every formula below broadcasts against the (n, K) arrays of scores and dual variables.
 """
 
 import numpy as np
@@ -16,12 +19,29 @@ class Loss:
     name = None
     margin = True  # y in {-1, +1} and beta = alpha * y
 
-    def __init__(self, C):
-        self.C = float(C)
+    def __init__(self, C, sample_weight=None):
+        self.C = float(C) if sample_weight is None else \
+            float(C) * np.asarray(sample_weight, dtype=np.float64).reshape(-1, 1)
 
-    def value(self, F, Y):
-        """sum over samples and outputs of loss(f, y) (without the factor C)."""
+    @property
+    def C_max(self):
+        return float(np.max(self.C))
+
+    @property
+    def C_min(self):
+        return float(np.min(self.C))
+
+    def row_C(self):
+        """The C of every sample (n,) where they differ, else None."""
+        return None if np.ndim(self.C) == 0 else np.ascontiguousarray(self.C[:, 0])
+
+    def elementwise(self, F, Y):
+        """loss(f, y) of every sample and output (without the factor C)."""
         raise NotImplementedError
+
+    def cost(self, F, Y):
+        """The primal's loss term: sum over samples and outputs of C_i loss(f, y)."""
+        return float(np.sum(self.C * self.elementwise(F, Y)))
 
     def dual_term(self, alpha, Y):
         """L(alpha) = -C sum loss*(-alpha / C)."""
@@ -46,11 +66,11 @@ class Loss:
 class SquaredHinge(Loss):
     name = "squared_hinge"
 
-    def value(self, F, Y):
-        return float(np.sum(np.maximum(0.0, 1.0 - Y * F) ** 2))
+    def elementwise(self, F, Y):
+        return np.maximum(0.0, 1.0 - Y * F) ** 2
 
     def dual_term(self, alpha, Y):
-        return float(alpha.sum() - (alpha**2).sum() / (4.0 * self.C))
+        return float(np.sum(alpha - alpha**2 / (4.0 * self.C)))
 
     def bounds(self):
         return 0.0, None
@@ -62,8 +82,8 @@ class SquaredHinge(Loss):
 class Hinge(Loss):
     name = "hinge"
 
-    def value(self, F, Y):
-        return float(np.sum(np.maximum(0.0, 1.0 - Y * F)))
+    def elementwise(self, F, Y):
+        return np.maximum(0.0, 1.0 - Y * F)
 
     def dual_term(self, alpha, Y):
         return float(alpha.sum())
@@ -78,13 +98,13 @@ class Hinge(Loss):
 class Logistic(Loss):
     name = "logistic"
 
-    def value(self, F, Y):
-        return float(np.sum(np.logaddexp(0.0, -Y * F)))
+    def elementwise(self, F, Y):
+        return np.logaddexp(0.0, -Y * F)
 
     def dual_term(self, alpha, Y):
         C = self.C
         a = np.clip(alpha, 0.0, C)
-        return float(-(xlogy(a, a) + xlogy(C - a, C - a)).sum() + a.size * C * np.log(C))
+        return float(np.sum(xlogy(C, C) - xlogy(a, a) - xlogy(C - a, C - a)))
 
     def bounds(self):
         return 0.0, self.C
@@ -97,11 +117,11 @@ class Squared(Loss):
     name = "squared"
     margin = False
 
-    def value(self, F, Y):
-        return float(np.sum((F - Y) ** 2))
+    def elementwise(self, F, Y):
+        return (F - Y) ** 2
 
     def dual_term(self, alpha, Y):
-        return float((alpha * Y).sum() - (alpha**2).sum() / (4.0 * self.C))
+        return float(np.sum(alpha * Y - alpha**2 / (4.0 * self.C)))
 
     def bounds(self):
         return None, None
@@ -113,7 +133,7 @@ class Squared(Loss):
 _LOSS_CLASSES = {cls.name: cls for cls in (SquaredHinge, Hinge, Logistic, Squared)}
 
 
-def get_loss(name, C):
+def get_loss(name, C, sample_weight=None):
     if not isinstance(name, str) or name not in _LOSS_CLASSES:
         raise ValueError(f"loss: expected one of {list(LOSSES)}, got {name!r}")
-    return _LOSS_CLASSES[name](C)
+    return _LOSS_CLASSES[name](C, sample_weight)

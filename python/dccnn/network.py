@@ -65,8 +65,9 @@ class Network:
         self.layers = specs
 
     def fit(self, X, y, *, random_state=None, verbose=0, callback=None, backend="auto",
-            n_jobs=None, max_memory=None, device="cpu"):
-        """Train the layers one after the other; returns self."""
+            n_jobs=None, max_memory=None, device="cpu", sample_weight=None):
+        """Train the layers one after the other, every one with the same ``sample_weight``
+        (see ``fit_layer``); returns self."""
         start = time.perf_counter()
         images = as_images(X)
         fitted = []
@@ -77,7 +78,8 @@ class Network:
                 lambda it, gap, t, k=k: callback(it, gap, t, layer=k))
             layer = fit_layer(images, y, **asdict(spec), random_state=random_state,
                               verbose=verbose, callback=layer_callback, backend=backend,
-                              n_jobs=n_jobs, max_memory=max_memory, device=device)
+                              n_jobs=n_jobs, max_memory=max_memory, device=device,
+                              sample_weight=sample_weight)
             fitted.append(layer)
             if k + 1 < len(self.layers):
                 if layer.n_filters_ == 0:

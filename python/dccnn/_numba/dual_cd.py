@@ -57,15 +57,17 @@ def _solve(kind, q, g, a, lin, lower, upper, quad, C):
 
 
 @numba.njit(cache=True)
-def _cd(rows, dense, sign, lin, alpha, state, kind, C, tol, max_epochs, shrinking, seed, c0,
-        c1, epochs_out, spread_out, converged_out):
+def _cd(rows, dense, sign, lin, alpha, state, kind, row_C, tol, max_epochs, shrinking, seed,
+        c0, c1, epochs_out, spread_out, converged_out):
     """Outputs [c0, c1) of one problem over ``rows``: a dense Gram (``dense``; state[c] =
     Gram (sign[:, c] * alpha[:, c]) kept) or feature rows X (state[c] = sum_i sign[i, c]
-    alpha[i, c] X[i] kept). A step on row i adds a multiple of rows[i] to the state."""
+    alpha[i, c] X[i] kept), row i with its own C, row_C[i]. A step on row i adds a multiple
+    of rows[i] to the state."""
     N, K = alpha.shape
-    lower, upper, quad = _bounds(kind, C)
     shrink = shrinking and kind != LOGISTIC
     for i in range(N):
+        C = row_C[i]
+        lower, upper, quad = _bounds(kind, C)
         for c in range(c0, c1):
             a = _interior(kind, alpha[i, c], lower, upper, C)
             if a != alpha[i, c]:
@@ -93,6 +95,8 @@ def _cd(rows, dense, sign, lin, alpha, state, kind, C, tol, max_epochs, shrinkin
         pg_min[:] = np.inf
         for s in range(N):
             i = order[s]
+            C = row_C[i]
+            lower, upper, quad = _bounds(kind, C)
             for k in range(n_out):
                 c = c0 + k
                 if done[k] or shrunk[i, k]:
@@ -148,34 +152,48 @@ def _check(loss, C):
         raise ValueError(f"loss: unknown kind {loss}")
 
 
-def _run(rows, dense, sign, lin, alpha, state, loss, C, tol, max_epochs, shrinking, seed):
+def _row_C(row_C, C, N):
+    if row_C is None:
+        return np.full(N, float(C))
+    row_C = np.asarray(row_C, dtype=np.float64)
+    if row_C.shape != (N,):
+        raise ValueError("row_C: expected None or an (N,) array")
+    if not (np.all(row_C > 0) and np.all(np.isfinite(row_C))):
+        raise ValueError("row_C: every entry must be > 0 and finite")
+    return row_C
+
+
+def _run(rows, dense, sign, lin, alpha, state, loss, C, tol, max_epochs, shrinking, seed,
+         row_C):
     _check(loss, C)
     N, K = alpha.shape
+    row_C = _row_C(row_C, C, N)
     sign = np.ones((N, K)) if sign is None else np.asarray(sign, dtype=np.float64)
     epochs, spread = np.zeros(K, dtype=np.int64), np.zeros(K)
     converged = np.zeros(K, dtype=np.bool_)
     # every output runs on its own state, so the core's split of outputs over threads does
     # not change them: here they run as one group
-    _cd(rows, dense, sign, lin, alpha, state, loss, float(C), float(tol), int(max_epochs),
+    _cd(rows, dense, sign, lin, alpha, state, loss, row_C, float(tol), int(max_epochs),
         bool(shrinking), int(seed) % (2**32), 0, K, epochs, spread, converged)
     return int(epochs.max(initial=0)), float(spread.max(initial=0.0)), bool(converged.all())
 
 
 def dual_cd_dense(gram, sign, lin, alpha, G, loss, C, tol, max_epochs, shrinking, seed,
-                  n_threads):
+                  n_threads, row_C=None):
     """The core's dual_cd_dense; ``n_threads`` as in ``dual_cd_linear``."""
     N, K = alpha.shape
     if gram.shape != (N, N) or G.shape != (K, N) or lin.shape != (N, K):
         raise ValueError("gram: expected an (N, N) array with lin, alpha (N, K) and G (K, N)")
-    return _run(gram, True, sign, lin, alpha, G, loss, C, tol, max_epochs, shrinking, seed)
+    return _run(gram, True, sign, lin, alpha, G, loss, C, tol, max_epochs, shrinking, seed,
+                row_C)
 
 
 def dual_cd_linear(X, sign, lin, alpha, W, loss, C, tol, max_epochs, shrinking, seed,
-                   n_threads):
+                   n_threads, row_C=None):
     """The core's dual_cd_linear; ``n_threads`` is accepted for the same signature (the
     outputs run one after the other, with the same result)."""
     N, K = alpha.shape
     if X.ndim != 2 or X.shape[0] != N or W.shape != (K, X.shape[1]) or lin.shape != (N, K):
         raise ValueError("X: expected (N, D) rows with lin, alpha (N, K) and W (K, D)")
     return _run(X.astype(np.float64, copy=False), False, sign, lin, alpha, W, loss, C, tol,
-                max_epochs, shrinking, seed)
+                max_epochs, shrinking, seed, row_C)

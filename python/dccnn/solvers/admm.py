@@ -102,8 +102,9 @@ def admm(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None, alpha0=Non
         # Z = B - U is never formed: the iterates are large on the exact back-end (n Q x T, two
         # arrays), so each line below is one pass (space.combine) over its terms
         lin = np.ascontiguousarray(inner_linear_term(loss, Y, FB - space.scores(U)))
-        space.solve(core, lin, a, LOSS_KIND[loss.name], loss.C / rho, INNER_TOL,
-                    INNER_MAX_EPOCHS, seed + it)
+        row_C = loss.row_C()
+        space.solve(core, lin, a, LOSS_KIND[loss.name], loss.C_max / rho, INNER_TOL,
+                    INNER_MAX_EPOCHS, seed + it, None if row_C is None else row_C / rho)
         step = space.step(a)  # A - Z, so A = B_old - U_old + step
         B_old, U_old = B, U
         # X = A_relaxed + U_old, A_relaxed = RELAX A + (1 - RELAX) B_old

@@ -4,9 +4,10 @@ iterates live in, and the A-step's K linear machines. One class per back-end, sa
 - ``zeros()``, ``scores(E)`` (f on the training images, (n, K)), ``gram(E)`` (E^T E, T x T),
   ``norm(E)`` (Frobenius) and ``shrink(E, tau)`` (singular values shrunk by tau: the prox of
   tau ||.||_*);
-- ``solve(core, lin, a, loss_kind, C, tol, max_epochs, seed)``: the A-step's dual
-  (csrc/dccnn/dual_cd.hpp) from the warm start a, in place (``start(a)`` first sets the
-  machines' kept state for a given a); ``step(a)``: the element G(sign * a) (= A - Z);
+- ``solve(core, lin, a, loss_kind, C, tol, max_epochs, seed, row_C)``: the A-step's dual
+  (csrc/dccnn/dual_cd.hpp; row_C: the C of every row, None for C on all) from the warm
+  start a, in place (``start(a)`` first sets the machines' kept state for a given a);
+  ``step(a)``: the element G(sign * a) (= A - Z);
   ``rescale(f)``: divides the machines' kept state by f, as ADMM divides a when rho grows;
 - ``expansion(beta, S)``: the element G(beta) S (warm starts);
 - ``combine((c1, E1), (c2, E2), ...)``: the element c1 E1 + c2 E2 + ... in one pass.
@@ -90,9 +91,10 @@ class ExplicitSpace:
     def expansion(self, beta, S):
         return self.feats.G(beta) @ S
 
-    def solve(self, core, lin, a, loss_kind, C, tol, max_epochs, seed):
+    def solve(self, core, lin, a, loss_kind, C, tol, max_epochs, seed, row_C=None):
         core.dual_cd_linear(self.rows, self.sign, lin, a, self.W, loss_kind, C, tol, max_epochs,
-                            SHRINKING, seed, cd_threads(self.rows.size * a.shape[1]))
+                            SHRINKING, seed, cd_threads(self.rows.size * a.shape[1]),
+                            row_C=row_C)
 
     def start(self, a):
         self.W = np.ascontiguousarray(signed(self.sign, a).T @ self.rows, dtype=np.float64)
@@ -186,10 +188,10 @@ class KernelSpace:
                             gram_M(H, beta))
         return G if S is None else G @ S
 
-    def solve(self, core, lin, a, loss_kind, C, tol, max_epochs, seed):
+    def solve(self, core, lin, a, loss_kind, C, tol, max_epochs, seed, row_C=None):
         threads = cd_threads(self.trace_gram.size * a.shape[1])
         core.dual_cd_dense(self.trace_gram, self.sign, lin, a, self.G, loss_kind, C, tol,
-                           max_epochs, SHRINKING, seed, threads)
+                           max_epochs, SHRINKING, seed, threads, row_C=row_C)
 
     def start(self, a):
         self.G = np.ascontiguousarray((self.trace_gram @ signed(self.sign, a)).T)

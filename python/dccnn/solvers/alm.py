@@ -48,13 +48,16 @@ def dual_term_gradient(loss, alpha, Y):
     return Y - alpha / (2 * C)
 
 
-def box_bounds(loss, size):
+def box_bounds(loss, shape):
+    """L-BFGS-B's box for alpha of ``shape`` (n, K), flattened (None: unbounded)."""
     lo, hi = loss.bounds()
     if loss.name == "logistic":
         lo, hi = LOGISTIC_MARGIN * loss.C, (1 - LOGISTIC_MARGIN) * loss.C
     if lo is None and hi is None:
         return None
-    return [(lo, hi)] * size
+    return scipy.optimize.Bounds(
+        np.broadcast_to(-np.inf if lo is None else lo, shape).ravel(),
+        np.broadcast_to(np.inf if hi is None else hi, shape).ravel())
 
 
 def dual_start(loss, Y, alpha0, bounds):
@@ -64,7 +67,7 @@ def dual_start(loss, Y, alpha0, bounds):
         alpha0 = 0.5 * loss.kkt_alpha(np.zeros(Y.shape), Y) + 1e-3 * loss.C
     alpha = np.asarray(alpha0, dtype=np.float64).copy()
     if bounds is not None:
-        alpha = np.clip(alpha, bounds[0][0], bounds[0][1])
+        alpha = np.clip(alpha, bounds.lb.reshape(alpha.shape), bounds.ub.reshape(alpha.shape))
     return alpha
 
 
@@ -116,12 +119,12 @@ def alm_dual(feats, Y, loss, tracker, *, tol, max_iter, alpha0=None, Sigma0=None
     n, K = Y.shape
     T = feats.Q * K
     sign = Y if loss.margin else np.ones_like(Y)
-    c = PENALTY_CONDITION / (loss.C * max(kernel_operator_norm(feats, K), 1e-300))
-    bounds = box_bounds(loss, n * K)
+    c = PENALTY_CONDITION / (loss.C_max * max(kernel_operator_norm(feats, K), 1e-300))
+    bounds = box_bounds(loss, (n, K))
     # L-BFGS-B measures the projected gradient as the step to the box, at most its width C:
     # an absolute tolerance above C would stop the inner solves at once (digits, hinge,
     # C = 0.1: stuck at gap 0.975 for 200 outer iterations)
-    box_scale = 1.0 if loss.bounds()[1] is None else min(1.0, loss.C)
+    box_scale = 1.0 if loss.bounds()[1] is None else min(1.0, loss.C_min)
     memory = lbfgs_memory(feats, K)
     # with a large c, psi at a far infeasible point is so large that L-BFGS-B's line search
     # loses the change in psi to rounding

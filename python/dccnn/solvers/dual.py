@@ -104,7 +104,7 @@ def _solve_smoothed(feats, Y, loss, mu, *, tol, max_iter, alpha0, callback, verb
     evaluations (dual operators)."""
     n, K = Y.shape
     sign = Y if loss.margin else np.ones_like(Y)
-    bounds = box_bounds(loss, n * K)
+    bounds = box_bounds(loss, (n, K))
     alpha = dual_start(loss, Y, alpha0, bounds)
     if alpha0 is None:
         # a warm start stays as it is: the smoothed optimum lies outside the feasible set

@@ -56,7 +56,6 @@ def factored_primal(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None,
     else:
         U = 1e-3 * rng.standard_normal((m, r))
         V = 1e-3 * rng.standard_normal((T, r))
-    C = loss.C
     start = time.perf_counter()
     history = []
     # the scores and the G of the last evaluated point: L-BFGS-B's iterates are points it
@@ -72,7 +71,7 @@ def factored_primal(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None,
         state["last"] = (x.copy(), F, G)
         gA = mu * A - G
         value = (0.5 * (np.vdot(Uc, Uc) + np.vdot(Vc, Vc) + mu * np.vdot(A, A))
-                 + C * loss.value(F, Y))
+                 + loss.cost(F, Y))
         return value, np.concatenate([(Uc + gA @ Vc).ravel(), (Vc + gA.T @ Uc).ravel()])
 
     def certify_point(x):

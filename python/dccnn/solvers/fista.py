@@ -64,7 +64,7 @@ def fista(feats, Y, loss, mu=0.0, *, tol=1e-6, max_iter=5000, A0=None, check_eve
                          " (use solver='dual')")
     K = Y.shape[1]
     T = feats.Q * K
-    Lip = loss.C * LOSS_CURVATURE[loss.name] * operator_norm_sq(feats, K) + mu
+    Lip = loss.C_max * LOSS_CURVATURE[loss.name] * operator_norm_sq(feats, K) + mu
     # Lip = 0: all-zero features and mu = 0, where the loss does not depend on A; any step
     # then leads to the solution A = 0
     step = 1.0 / Lip if Lip > 0 else 1.0
