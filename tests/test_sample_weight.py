@@ -88,6 +88,31 @@ def test_zero_weights_leave_samples_out_and_ones_change_nothing():
     np.testing.assert_array_equal(ones.alpha_, plain.alpha_)
 
 
+def test_zero_weights_keep_the_classes_and_the_warm_starts_samples():
+    X, y, w = _data()
+    y3 = np.where(X[:, 0, 0] > 0.8, 2, y)
+    w0 = np.where(y3 == 2, 0, w)  # class 2 only in samples left out
+    layer = _fit(X, y3, sample_weight=w0, features="exact")
+    np.testing.assert_array_equal(layer.classes_, [0, 1, 2])
+    assert layer.decision_function(X).shape == (30, 3)
+    clf = dccnn.DCCNNClassifier([dccnn.LayerSpec(patch_size=3, pool_size=2, gamma=0.5)],
+                                image_shape=(6, 6)).fit(X.reshape(30, -1), y3, sample_weight=w0)
+    np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
+    assert clf.decision_function(X.reshape(30, -1)).shape == (30, 3)
+    # a warm start belongs to the same samples: the same zero weights, not others
+    again = _fit(X, y3, sample_weight=w0 + (w0 > 0), features="exact", warm_start=layer)
+    assert again.gap_ <= 1e-6
+    other = w0.copy()
+    other[np.flatnonzero(w0)[0]] = 0
+    other[np.flatnonzero(w0 == 0)[0]] = 1
+    for weights in (other, None):
+        with pytest.raises(ValueError, match="warm_start: the layer was fitted on other samples"):
+            _fit(X, y3, sample_weight=weights, features="exact", warm_start=layer)
+    # the targets are checked before samples are left out
+    with pytest.raises(ValueError, match="y: expected 30 labels"):
+        _fit(X, y3[:29], sample_weight=w0, features="exact")
+
+
 def test_a_constant_weight_scales_C():
     X, y, _ = _data()
     weighted = _fit(X, y, C=0.5, sample_weight=np.full(len(y), 3.0), features="exact")

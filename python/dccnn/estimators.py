@@ -79,18 +79,15 @@ class _DCCNNBase(TransformerMixin, BaseEstimator):
         self.verbose = verbose
 
     def _validate(self, X, y, sample_weight, **y_options):
-        """Validated training images (n, C, H, W), targets and sample weights (None, or
-        weights > 0: the samples of weight 0 are left out); sets n_features_in_."""
+        """Validated training images (n, C, H, W), targets and sample weights (or None; the
+        fit leaves out the samples of weight 0); sets n_features_in_."""
         X, y = validate_data(self, X, y, reset=True, ensure_2d=False, allow_nd=True,
                              dtype=[np.float64, np.float32], ensure_min_samples=2, **y_options)
         # validate_data counts features only for 2-d input: count the values of an image
         self.n_features_in_ = math.prod(X.shape[1:])
         images = self._as_images(X)
-        if sample_weight is None:
-            return images, y, None
-        w = check_sample_weight(sample_weight, images.shape[0])
-        keep = w > 0
-        return images[keep], y[keep], w[keep]
+        w = None if sample_weight is None else check_sample_weight(sample_weight, len(images))
+        return images, y, w
 
     def _images(self, X):
         """Validated images of a fitted estimator."""

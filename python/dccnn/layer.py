@@ -390,21 +390,22 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
         raise ValueError(f"features: 'random_fourier' exists for kernel='rbf' only, got {kernel!r}")
     Xi = as_images(X)
     n = Xi.shape[0]
-    weights = None
+    lossobj = get_loss(loss, C)
+    # the targets' coding (classes) comes from every sample, weight 0 or not
+    Y, classes = encode_targets(y, n, lossobj)
+    kept = None  # which of the given samples the fit sees, where weights of 0 left some out
     if sample_weight is not None:
         weights = check_sample_weight(sample_weight, n)
         if np.any(weights == 0):  # a sample of weight 0 is a sample left out
-            keep = weights > 0
-            Xi, y, weights = Xi[keep], np.asarray(y)[keep], weights[keep]
+            kept = weights > 0
+            Xi, Y, weights = Xi[kept], Y[kept], weights[kept]
             n = Xi.shape[0]
-        if np.all(weights == 1):
-            weights = None
-        elif not C_RANGE[0] <= C * weights.min() <= C * weights.max() <= C_RANGE[1]:
-            raise ValueError(f"sample_weight: C times the weights must lie in "
-                             f"[{C_RANGE[0]:g}, {C_RANGE[1]:g}] (see C)")
-    lossobj = get_loss(loss, C, weights)
-    Y, classes = encode_targets(y, n, lossobj)
-    check_warm_start(warm_start, Y.shape)
+        if not np.all(weights == 1):
+            if not C_RANGE[0] <= C * weights.min() <= C * weights.max() <= C_RANGE[1]:
+                raise ValueError(f"sample_weight: C times the weights must lie in "
+                                 f"[{C_RANGE[0]:g}, {C_RANGE[1]:g}] (see C)")
+            lossobj = get_loss(loss, C, weights)
+    check_warm_start(warm_start, Y.shape, kept)
     patch_size = check_int(patch_size, "patch_size", minimum=1)
     if patch_size > min(Xi.shape[2:]) + 2 * check_int(padding, "padding", minimum=0):
         raise ValueError(f"patch_size: a {patch_size}x{patch_size} patch does not fit the "
@@ -451,7 +452,7 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
         pool_stride=pool_stride, normalize_patches=normalize_patches, C=C, mu=mu, loss=loss,
         features=features, solver=solver, tol=tol, backend=backend, n_jobs=n_jobs, device=device,
         input_shape_=Xi.shape[1:], dtype_=Z.dtype, pooling_=pooling, kernel_params_=kp,
-        classes_=classes, n_outputs_=K, feature_map_=None)
+        classes_=classes, n_outputs_=K, feature_map_=None, sample_mask_=kept)
 
     try:
         if features == "exact":
@@ -520,15 +521,23 @@ def fit_layer(X, y, *, patch_size, stride=1, padding=0, pool_size=None, pool_str
     return layer
 
 
-def check_warm_start(warm_start, shape):
+def check_warm_start(warm_start, shape, kept=None):
     """TypeError/ValueError naming warm_start unless it is None or a fitted layer whose dual
-    variables have this fit's shape (n images, K outputs): every solver starts from them."""
+    variables have this fit's shape (n images, K outputs) and belong to the same samples
+    (``kept``: the mask of the samples that weights of 0 did not leave out, or None): every
+    solver starts from them."""
     if warm_start is None:
         return
     if not isinstance(warm_start, ConvexLayer):
         raise TypeError("warm_start: expected a fitted ConvexLayer (the result of fit_layer), "
                         f"got {type(warm_start).__name__}")
     alpha = getattr(warm_start, "alpha_", None)
+    before = getattr(warm_start, "sample_mask_", None)
+    if alpha is not None and not (before is None and kept is None) and not (
+            before is not None and kept is not None and np.array_equal(before, kept)):
+        raise ValueError("warm_start: the layer was fitted on other samples (weights of 0 in "
+                         "sample_weight leave samples out, and they differ between the two "
+                         "fits); a warm start comes from a fit on the same samples")
     if alpha is None or alpha.shape != shape:
         fitted = "is not fitted" if alpha is None else \
             f"was fitted on {alpha.shape[0]} images with {alpha.shape[1]} outputs"
