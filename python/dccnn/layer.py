@@ -533,8 +533,9 @@ def check_warm_start(warm_start, shape, kept=None):
                         f"got {type(warm_start).__name__}")
     alpha = getattr(warm_start, "alpha_", None)
     before = getattr(warm_start, "sample_mask_", None)
-    if alpha is not None and not (before is None and kept is None) and not (
-            before is not None and kept is not None and np.array_equal(before, kept)):
+    same_samples = before is None if kept is None else \
+        before is not None and np.array_equal(before, kept)
+    if alpha is not None and not same_samples:
         raise ValueError("warm_start: the layer was fitted on other samples (weights of 0 in "
                          "sample_weight leave samples out, and they differ between the two "
                          "fits); a warm start comes from a fit on the same samples")
